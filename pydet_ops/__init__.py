@@ -1,0 +1,58 @@
+"""pydet_ops: fast object-detection ops for PyTorch, a drop-in replacement for torchvision.ops.
+
+    import pydet_ops as ops
+    keep = ops.nms(boxes, scores, 0.5)
+
+Raw ops are registered under ``torch.ops.pydet_ops``.
+"""
+
+import torch
+
+from ._extension import load as _load
+
+_BUILD_INFO = _load()
+
+from .boxes import (  # noqa: E402
+    batched_nms,
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    complete_box_iou,
+    distance_box_iou,
+    generalized_box_iou,
+    nms,
+    remove_small_boxes,
+)
+
+__version__ = _BUILD_INFO.get("pydet_ops", "0.1.0")
+
+
+def cpu_capability() -> str:
+    """The instruction set the CPU kernels use now: ``'avx512'``, ``'avx2'`` or ``'default'``.
+
+    The widest level the CPU supports is chosen at load time; the environment variable
+    ``PYDET_OPS_CPU_CAPABILITY=default|avx2|avx512`` caps it (set it before importing pydet_ops).
+    """
+    return torch.ops.pydet_ops._cpu_capability()
+
+
+def build_info() -> dict:
+    """What the extension was built with (torch version, CUDA or not)."""
+    return dict(_BUILD_INFO)
+
+
+__all__ = [
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "build_info",
+    "clip_boxes_to_image",
+    "complete_box_iou",
+    "cpu_capability",
+    "distance_box_iou",
+    "generalized_box_iou",
+    "nms",
+    "remove_small_boxes",
+]

@@ -1,0 +1,117 @@
+"""Build script for pydet_ops.
+
+The C++ (and, when enabled, CUDA) sources under csrc/ are compiled into one extension, ``pydet_ops._C``,
+with torch.utils.cpp_extension and ninja.
+
+Environment switches:
+  FORCE_CUDA=1         also compile csrc/**/*.cu (needs nvcc and a CUDA-enabled torch; no GPU needed).
+                       Without it, CUDA sources are compiled only when torch sees a GPU.
+  PYDET_OPS_NATIVE=1   add -march=native (local builds only: the binary then needs this CPU).
+  DEBUG=1              -O0 -g instead of the release flags.
+  MAX_JOBS=N           parallel compile jobs (ninja).
+
+The per-ISA kernels (csrc/ops/cpu/isa/) select AVX2 / AVX-512 with target pragmas, so a default build runs on
+any x86-64 CPU and still uses the widest instruction set present (see csrc/README.md).
+"""
+
+import glob
+import json
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("csrc")
+VERSION = "0.1.0"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _want_cuda() -> bool:
+    if _flag("FORCE_CUDA"):
+        return True
+    return torch.cuda.is_available() and CUDA_HOME is not None
+
+
+def _sources(pattern: str) -> list:
+    # Relative paths keep the build reproducible wherever the checkout lives.
+    return sorted(glob.glob(os.path.join(CSRC, "**", pattern), recursive=True))
+
+
+def _extension():
+    with_cuda = _want_cuda()
+    sources = _sources("*.cpp")
+    cxx = ["-O0", "-g"] if _flag("DEBUG") else ["-O3"]
+    # No fused multiply-add contraction: results must round like torchvision's separate tensor ops.
+    cxx += ["-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
+    if _flag("PYDET_OPS_NATIVE"):
+        cxx.append("-march=native")
+    define_macros = []
+    extra_compile_args = {"cxx": cxx}
+    if with_cuda:
+        sources += _sources("*.cu")
+        define_macros.append(("PYDET_OPS_WITH_CUDA", None))
+        nvcc = ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
+        extra_compile_args["nvcc"] = nvcc
+        return CUDAExtension(
+            "pydet_ops._C",
+            sources,
+            include_dirs=[os.path.join(ROOT, CSRC)],
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+        )
+    return CppExtension(
+        "pydet_ops._C",
+        sources,
+        include_dirs=[os.path.join(ROOT, CSRC)],
+        define_macros=define_macros,
+        extra_compile_args=extra_compile_args,
+    )
+
+
+class BuildWithInfo(BuildExtension):
+    """Records which torch the extension was compiled against, next to the compiled library.
+
+    pydet_ops reads this file at import and refuses to load against a different torch, with the command to
+    rebuild, instead of failing later with an undefined symbol or a crash.
+    """
+
+    def _write_info(self, directory: str) -> None:
+        info = {
+            "pydet_ops": VERSION,
+            "torch": torch.__version__,
+            "cuda": bool(_want_cuda()),
+            "torch_cuda": torch.version.cuda,
+        }
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "_build_info.json"), "w") as f:
+            json.dump(info, f, indent=2)
+            f.write("\n")
+
+    def build_extension(self, ext):
+        super().build_extension(ext)
+        self._write_info(os.path.dirname(self.get_ext_fullpath(ext.name)))
+        if getattr(self, "editable_mode", False):
+            self._write_info(os.path.join(ROOT, "pydet_ops"))
+
+    def copy_extensions_to_source(self):
+        # In-place builds load the library from the source tree: the info goes there too.
+        super().copy_extensions_to_source()
+        self._write_info(os.path.join(ROOT, "pydet_ops"))
+
+
+setup(
+    name="pydet_ops",
+    version=VERSION,
+    description="Fast object-detection ops for PyTorch: a drop-in replacement for torchvision.ops",
+    packages=find_packages(include=["pydet_ops", "pydet_ops.*"]),
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildWithInfo.with_options(use_ninja=True)},
+    python_requires=">=3.9",
+    install_requires=["torch"],
+    zip_safe=False,
+)
