@@ -1,0 +1,15 @@
+// RoI align and RoI pool loops, ISA level: default.
+#define PYDET_ISA_LEVEL 0
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "common/roi_align_math.h"
+#include "cpu/element_types.h"
+#include "ops/cpu/roi_align_kernel.h"
+
+#include "cpu/isa_begin.h"
+#include "ops/cpu/roi_align_loops.h"
+#include "ops/cpu/roi_pool_loops.h"
+#include "cpu/isa_end.h"

@@ -1,0 +1,136 @@
+// CPU kernels of roi_align and _roi_align_backward: validation, layout choice, partitioning. The loops are
+// roi_align_loops.h (per ISA); the geometry and bilinear math is common/roi_align_math.h.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "common/roi_align_math.h"
+#include "ops/checks.h"
+#include "ops/cpu/roi_common.h"
+#include "ops/roi_checks.h"
+
+namespace pydet_ops {
+namespace cpu {
+namespace {
+
+// Bilinear reads per channel the RoIs will make (4 per sampling point): decides the layout.
+template <typename T>
+double roi_align_reads(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
+                       bool aligned) {
+  const T* r = rois.const_data_ptr<T>();
+  double reads = 0;
+  for (int64_t k = 0; k < rois.size(0); ++k) {
+    const auto g = roi_math::roi_align_geometry<T>(r[5 * k + 1], r[5 * k + 2], r[5 * k + 3], r[5 * k + 4],
+                                                   static_cast<T>(spatial_scale), static_cast<int>(ph),
+                                                   static_cast<int>(pw), static_cast<int>(sampling_ratio), aligned);
+    reads += 4.0 * ph * pw * g.grid_h * g.grid_w;
+  }
+  return reads;
+}
+
+RoiAlignParams params_for(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
+                          bool aligned, at::ScalarType type) {
+  return RoiAlignParams{rois.const_data_ptr(), rois.size(0),         spatial_scale,      static_cast<int>(ph),
+                        static_cast<int>(pw),  static_cast<int>(sampling_ratio), aligned, element_type_of(type)};
+}
+
+at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                 int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  const char* op = "roi_align";
+  check_feature_map(input, op);
+  check_rois(rois, op);
+  check_same_device(input, "input", rois, "rois", op);
+  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
+  check_pooled_size(pooled_height, pooled_width, op);
+  check_spatial_scale(spatial_scale, op);
+
+  const auto compute = compute_type_for(input.scalar_type());
+  const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
+  const bool channels_last = is_channels_last(input);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const int64_t num_rois = rois.size(0), channels = input.size(1);
+  if (num_rois == 0 || channels == 0 || input.size(2) == 0 || input.size(3) == 0) {
+    // No RoI, no channel, or a map with no pixel (every sample falls outside): zeros.
+    return zeros_in({num_rois, channels, pooled_height, pooled_width}, input.options(), format);
+  }
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().memory_format(format));
+
+  at::Tensor map = input.contiguous(format);
+  if (!channels_last) {
+    const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
+      return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
+    });
+    if (worth_channels_last(reads, map)) map = map.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
+                                      input.scalar_type());
+  const MapView in = view_of(map), out = view_of(output);
+  const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
+  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t k, int64_t c0, int64_t c1) {
+    forward(p, in, out, k, k + 1, c0, c1);
+  });
+  return output;
+}
+
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                  int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
+                                  int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
+  const char* op = "_roi_align_backward";
+  check_feature_map(grad, op, "grad");
+  check_rois(rois, op);
+  check_same_device(grad, "grad", rois, "rois", op);
+  TORCH_CHECK(grad.device().is_cpu(), op, ": expected CPU tensors, got ", grad.device());
+  check_pooled_size(pooled_height, pooled_width, op);
+  check_spatial_scale(spatial_scale, op);
+  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
+              ": input sizes must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
+  TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
+                  grad.size(3) == pooled_width,
+              op, ": grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width,
+              "], got ", grad.sizes());
+
+  const auto compute = compute_type_for(grad.scalar_type());
+  const at::Tensor r = prepared_rois(rois, compute, batch_size, op);
+  const bool channels_last = is_channels_last(grad);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
+    return zeros_in({batch_size, channels, height, width}, grad.options(), format);
+  }
+
+  // Accumulate in the arithmetic type, in channels_last when the RoIs cover the map densely.
+  const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
+    return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
+  });
+  const at::Tensor shape_probe = at::empty({batch_size, 1, height, width}, grad.options().dtype(compute));
+  const bool accumulate_cl = channels_last || worth_channels_last(reads, shape_probe);
+  at::Tensor grad_input =
+      zeros_in({batch_size, channels, height, width}, grad.options().dtype(compute),
+               accumulate_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+
+  const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
+                                      grad.scalar_type());
+  const RoisByImage groups = AT_DISPATCH_FLOATING_TYPES(compute, "group_rois", [&] {
+    return group_rois_by_image<scalar_t>(r, batch_size);
+  });
+  const MapView gout = view_of(grad), gin = view_of(grad_input);
+  const auto backward = PYDET_SELECT_ISA(RoiAlignBackwardFn, roi_align_backward);
+  // Each (image, channel block) owns its cells of grad_input: no two tasks write the same cell, and every
+  // cell sums its contributions in RoI order, whatever the number of threads.
+  for_each_unit_and_channel_block(batch_size, channels, [&](int64_t b, int64_t c0, int64_t c1) {
+    const int64_t first = groups.offsets[b];
+    backward(p, gout, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1);
+  });
+  if (grad_input.scalar_type() != grad.scalar_type() || accumulate_cl != channels_last) {
+    grad_input = grad_input.to(grad.scalar_type()).contiguous(format);
+  }
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet_ops, CPU, m) {
+  m.impl("roi_align", TORCH_FN(roi_align_forward_cpu));
+  m.impl("_roi_align_backward", TORCH_FN(roi_align_backward_cpu));
+}
+
+}  // namespace cpu
+}  // namespace pydet_ops

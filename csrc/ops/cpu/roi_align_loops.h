@@ -1,0 +1,157 @@
+// RoI align forward and backward loops, compiled once per ISA level (see cpu/isa_begin.h).
+// Include only from csrc/ops/cpu/isa/roi_ops_*.cpp, after cpu/isa_begin.h.
+//
+// Sampling points and bilinear weights are computed once per (RoI, bin, sample) and applied to every
+// channel of the block in the innermost loop. With channels_last maps that loop is contiguous and runs at
+// full vector width; with NCHW maps it is strided and scalar (the kernel file converts NCHW maps to
+// channels_last first when the RoIs read each pixel several times over).
+
+namespace pydet_ops {
+namespace cpu {
+namespace PYDET_ISA_NAMESPACE {
+namespace {
+
+template <typename E, bool kUnitChannelStride>
+void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const MapView& out, int64_t roi_begin,
+                            int64_t roi_end, int64_t c_begin, int64_t c_end) {
+  using T = typename Element<E>::Acc;
+  const T* rois = static_cast<const T*>(p.rois);
+  const int height = static_cast<int>(in.height), width = static_cast<int>(in.width);
+  const int64_t nc = c_end - c_begin;
+  const int64_t sc = kUnitChannelStride ? 1 : in.stride_c;
+  std::vector<T> acc_store(static_cast<size_t>(nc));
+  T* PYDET_RESTRICT acc = acc_store.data();
+  const E* input = static_cast<const E*>(in.data);
+  E* output = static_cast<E*>(out.data);
+
+  for (int64_t k = roi_begin; k < roi_end; ++k) {
+    const T* roi = rois + 5 * k;
+    const int64_t b = static_cast<int64_t>(roi[0]);
+    const auto g = roi_math::roi_align_geometry<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(p.spatial_scale),
+                                                   p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+    const E* base = input + b * in.stride_n + c_begin * in.stride_c;
+    for (int ph = 0; ph < p.pooled_h; ++ph) {
+      for (int pw = 0; pw < p.pooled_w; ++pw) {
+        for (int64_t c = 0; c < nc; ++c) acc[c] = T(0);
+        for (int iy = 0; iy < g.grid_h; ++iy) {
+          const T y = roi_math::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h);
+          for (int ix = 0; ix < g.grid_w; ++ix) {
+            const T x = roi_math::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
+            roi_math::BilinearTaps<T> t;
+            if (!roi_math::bilinear_taps(y, x, height, width, t)) continue;
+            const E* PYDET_RESTRICT v1 = base + t.y_low * in.stride_h + t.x_low * in.stride_w;
+            const E* PYDET_RESTRICT v2 = base + t.y_low * in.stride_h + t.x_high * in.stride_w;
+            const E* PYDET_RESTRICT v3 = base + t.y_high * in.stride_h + t.x_low * in.stride_w;
+            const E* PYDET_RESTRICT v4 = base + t.y_high * in.stride_h + t.x_high * in.stride_w;
+            for (int64_t c = 0; c < nc; ++c) {
+              acc[c] += t.w1 * Element<E>::load(v1[c * sc]) + t.w2 * Element<E>::load(v2[c * sc]) +
+                        t.w3 * Element<E>::load(v3[c * sc]) + t.w4 * Element<E>::load(v4[c * sc]);
+            }
+          }
+        }
+        E* PYDET_RESTRICT o = output + k * out.stride_n + c_begin * out.stride_c + ph * out.stride_h + pw * out.stride_w;
+        const int64_t osc = out.stride_c;
+        for (int64_t c = 0; c < nc; ++c) o[c * osc] = Element<E>::store(acc[c] / g.count);
+      }
+    }
+  }
+}
+
+// grad_input is always in the arithmetic type (a float32 scratch map for half types).
+template <typename E, bool kUnitChannelStride>
+void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const MapView& gin, const int64_t* roi_ids,
+                             int64_t num_ids, int64_t c_begin, int64_t c_end) {
+  using T = typename Element<E>::Acc;
+  const T* rois = static_cast<const T*>(p.rois);
+  const int height = static_cast<int>(gin.height), width = static_cast<int>(gin.width);
+  const int64_t nc = c_end - c_begin;
+  const int64_t sc = kUnitChannelStride ? 1 : gin.stride_c;
+  std::vector<T> grad_store(static_cast<size_t>(nc));
+  T* PYDET_RESTRICT grad = grad_store.data();
+  const E* grad_output = static_cast<const E*>(gout.data);
+  T* grad_input = static_cast<T*>(gin.data);
+
+  for (int64_t r = 0; r < num_ids; ++r) {
+    const int64_t k = roi_ids[r];
+    const T* roi = rois + 5 * k;
+    const int64_t b = static_cast<int64_t>(roi[0]);
+    const auto g = roi_math::roi_align_geometry<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(p.spatial_scale),
+                                                   p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+    T* base = grad_input + b * gin.stride_n + c_begin * gin.stride_c;
+    for (int ph = 0; ph < p.pooled_h; ++ph) {
+      for (int pw = 0; pw < p.pooled_w; ++pw) {
+        const E* go = grad_output + k * gout.stride_n + c_begin * gout.stride_c + ph * gout.stride_h + pw * gout.stride_w;
+        const int64_t gsc = gout.stride_c;
+        for (int64_t c = 0; c < nc; ++c) grad[c] = Element<E>::load(go[c * gsc]);
+        for (int iy = 0; iy < g.grid_h; ++iy) {
+          const T y = roi_math::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h);
+          for (int ix = 0; ix < g.grid_w; ++ix) {
+            const T x = roi_math::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
+            roi_math::BilinearTaps<T> t;
+            if (!roi_math::bilinear_taps(y, x, height, width, t)) continue;
+            // Four separate passes: the taps may coincide at the border, and each pass must see the
+            // previous one's sums (torchvision's order: (low, low), (low, high), (high, low), (high, high)).
+            T* q1 = base + t.y_low * gin.stride_h + t.x_low * gin.stride_w;
+            T* q2 = base + t.y_low * gin.stride_h + t.x_high * gin.stride_w;
+            T* q3 = base + t.y_high * gin.stride_h + t.x_low * gin.stride_w;
+            T* q4 = base + t.y_high * gin.stride_h + t.x_high * gin.stride_w;
+            for (int64_t c = 0; c < nc; ++c) q1[c * sc] += grad[c] * t.w1 / g.count;
+            for (int64_t c = 0; c < nc; ++c) q2[c * sc] += grad[c] * t.w2 / g.count;
+            for (int64_t c = 0; c < nc; ++c) q3[c * sc] += grad[c] * t.w3 / g.count;
+            for (int64_t c = 0; c < nc; ++c) q4[c * sc] += grad[c] * t.w4 / g.count;
+          }
+        }
+      }
+    }
+  }
+}
+
+template <template <typename, bool> class Kernel, typename... Args>
+void dispatch_element(ElementType type, bool unit_channel_stride, Args&&... args) {
+  switch (type) {
+#define PYDET_CASE(TAG, E)                                   \
+  case ElementType::TAG:                                     \
+    if (unit_channel_stride) {                               \
+      Kernel<E, true>::run(std::forward<Args>(args)...);     \
+    } else {                                                 \
+      Kernel<E, false>::run(std::forward<Args>(args)...);    \
+    }                                                        \
+    break;
+    PYDET_CASE(kFloat, float)
+    PYDET_CASE(kDouble, double)
+    PYDET_CASE(kHalf, HalfBits)
+    PYDET_CASE(kBFloat16, BFloat16Bits)
+#undef PYDET_CASE
+  }
+}
+
+template <typename E, bool kUnit>
+struct ForwardKernel {
+  template <typename... Args>
+  static void run(Args&&... args) {
+    roi_align_forward_impl<E, kUnit>(std::forward<Args>(args)...);
+  }
+};
+
+template <typename E, bool kUnit>
+struct BackwardKernel {
+  template <typename... Args>
+  static void run(Args&&... args) {
+    roi_align_backward_impl<E, kUnit>(std::forward<Args>(args)...);
+  }
+};
+
+}  // namespace
+
+PYDET_ROI_ALIGN_FORWARD_DECL {
+  dispatch_element<ForwardKernel>(p.type, input.stride_c == 1, p, input, output, roi_begin, roi_end, c_begin, c_end);
+}
+
+PYDET_ROI_ALIGN_BACKWARD_DECL {
+  dispatch_element<BackwardKernel>(p.type, grad_input.stride_c == 1, p, grad_output, grad_input, roi_ids, num_ids,
+                                   c_begin, c_end);
+}
+
+}  // namespace PYDET_ISA_NAMESPACE
+}  // namespace cpu
+}  // namespace pydet_ops

@@ -1,0 +1,97 @@
+// CPU-side plumbing shared by the RoI kernels: tensor views, layout choice, work partitions.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/cpu/roi_align_kernel.h"
+
+namespace pydet_ops {
+namespace cpu {
+
+inline ElementType element_type_of(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble:
+      return ElementType::kDouble;
+    case at::kHalf:
+      return ElementType::kHalf;
+    case at::kBFloat16:
+      return ElementType::kBFloat16;
+    default:
+      return ElementType::kFloat;
+  }
+}
+
+inline at::ScalarType compute_type_for(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline MapView view_of(const at::Tensor& t) {
+  return MapView{const_cast<void*>(t.const_data_ptr()), t.size(0), t.size(1), t.size(2), t.size(3),
+                 t.stride(0),                          t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// at::zeros ignores a memory format in its options; this one honours it.
+inline at::Tensor zeros_in(at::IntArrayRef shape, const at::TensorOptions& options, at::MemoryFormat format) {
+  return at::empty(shape, options.memory_format(format)).zero_();
+}
+
+inline bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+// Whether an NCHW map is worth converting to channels_last first: when the RoIs read each pixel more than
+// about twice on average, the vectorised channels_last loop repays the copy.
+inline bool worth_channels_last(double reads_per_channel, const at::Tensor& map) {
+  const double pixels = static_cast<double>(map.size(0)) * map.size(2) * map.size(3);
+  return reads_per_channel > 2.0 * pixels;
+}
+
+// RoIs grouped by image, each group in ascending RoI order (compressed rows: ids[offsets[b] .. offsets[b+1])).
+struct RoisByImage {
+  std::vector<int64_t> offsets;
+  std::vector<int64_t> ids;
+};
+
+template <typename T>
+RoisByImage group_rois_by_image(const at::Tensor& rois, int64_t batch) {
+  const T* r = rois.const_data_ptr<T>();
+  const int64_t k = rois.size(0);
+  RoisByImage g;
+  g.offsets.assign(static_cast<size_t>(batch + 1), 0);
+  for (int64_t i = 0; i < k; ++i) ++g.offsets[static_cast<int64_t>(r[5 * i]) + 1];
+  for (int64_t b = 0; b < batch; ++b) g.offsets[b + 1] += g.offsets[b];
+  g.ids.resize(static_cast<size_t>(k));
+  std::vector<int64_t> next(g.offsets.begin(), g.offsets.end() - 1);
+  for (int64_t i = 0; i < k; ++i) g.ids[next[static_cast<int64_t>(r[5 * i])]++] = i;
+  return g;
+}
+
+// Channel block size so that `units * blocks` work items keep every thread busy (blocks of >= 16 channels).
+inline int64_t channel_block(int64_t channels, int64_t units) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t wanted_blocks = std::max<int64_t>(1, (4 * threads + units - 1) / std::max<int64_t>(units, 1));
+  int64_t block = (channels + wanted_blocks - 1) / wanted_blocks;
+  block = std::max<int64_t>(16, (block + 15) / 16 * 16);
+  return std::min(block, std::max<int64_t>(channels, 1));
+}
+
+// Runs fn(unit, c_begin, c_end) for every (unit, channel block) pair, in parallel.
+template <typename Fn>
+void for_each_unit_and_channel_block(int64_t units, int64_t channels, const Fn& fn) {
+  const int64_t block = channel_block(channels, units);
+  const int64_t blocks = (channels + block - 1) / block;
+  at::parallel_for(0, units * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t unit = item / blocks;
+      const int64_t c0 = (item % blocks) * block;
+      fn(unit, c0, std::min(channels, c0 + block));
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace pydet_ops

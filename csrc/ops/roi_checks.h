@@ -1,0 +1,51 @@
+// Argument checks and RoI preparation shared by the RoI ops (roi_align, roi_pool, multi_scale_roi_align).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace pydet_ops {
+
+inline void check_feature_map(const at::Tensor& input, const char* op, const char* arg = "input") {
+  TORCH_CHECK(input.defined() && input.dim() == 4, op, ": ", arg, " must be a 4-D tensor [N, C, H, W], got shape ",
+              input.defined() ? input.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": ", arg,
+              " must be float16, bfloat16, float32 or float64, got ", input.scalar_type());
+}
+
+inline void check_rois(const at::Tensor& rois, const char* op) {
+  TORCH_CHECK(rois.defined() && rois.dim() == 2 && rois.size(1) == 5, op,
+              ": rois must be a tensor of shape [K, 5] (batch index, x1, y1, x2, y2), got shape ",
+              rois.defined() ? rois.sizes() : at::IntArrayRef{},
+              "; pass a list of per-image [L, 4] tensors to the Python wrapper instead");
+  TORCH_CHECK(at::isFloatingType(rois.scalar_type()), op, ": rois must be a floating-point tensor, got ",
+              rois.scalar_type());
+}
+
+inline void check_pooled_size(int64_t pooled_height, int64_t pooled_width, const char* op) {
+  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op, ": output_size must be positive, got (", pooled_height, ", ",
+              pooled_width, ")");
+}
+
+inline void check_spatial_scale(double spatial_scale, const char* op) {
+  TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0, op, ": spatial_scale must be a positive number, got ",
+              spatial_scale);
+}
+
+// The RoIs in the compute type, contiguous, with every batch index checked against `batch` images. A batch
+// index is truncated toward zero as torchvision does (so 1.7 means image 1).
+inline at::Tensor prepared_rois(const at::Tensor& rois, at::ScalarType compute, int64_t batch, const char* op) {
+  at::Tensor r = rois.to(compute).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(compute, "prepared_rois", [&] {
+    const scalar_t* data = r.const_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < r.size(0); ++k) {
+      const scalar_t index = data[5 * k];
+      TORCH_CHECK(index > scalar_t(-1) && index < static_cast<scalar_t>(batch), op, ": rois[", k,
+                  ", 0] = ", index, " is not a batch index of input, which has ", batch, " image(s)");
+    }
+  });
+  return r;
+}
+
+}  // namespace pydet_ops
