@@ -25,6 +25,9 @@ from .boxes import (  # noqa: E402
     remove_small_boxes,
 )
 
+from .poolers import MultiScaleRoIAlign  # noqa: E402
+from .roi_ops import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: E402
+
 __version__ = _BUILD_INFO.get("pydet_ops", "0.1.0")
 
 
@@ -53,6 +56,11 @@ __all__ = [
     "cpu_capability",
     "distance_box_iou",
     "generalized_box_iou",
+    "MultiScaleRoIAlign",
     "nms",
     "remove_small_boxes",
+    "roi_align",
+    "roi_pool",
+    "RoIAlign",
+    "RoIPool",
 ]

@@ -47,3 +47,67 @@ def _nms_fake(boxes, scores, iou_threshold):
 def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
     torch._check(idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0], lambda: "idxs must have shape [N]")
     return _kept_indices_fake(boxes, scores)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RoI ops
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _format_of(t: torch.Tensor) -> torch.memory_format:
+    return torch._prims_common.suggest_memory_format(t)
+
+
+def _empty_like_format(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=_format_of(like))
+
+
+def _check_rois(rois: torch.Tensor) -> None:
+    torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "rois must have shape [K, 5]")
+
+
+@torch.library.register_fake("pydet_ops::roi_align")
+def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    torch._check(input.dim() == 4, lambda: "input must be a 4-D tensor")
+    _check_rois(rois)
+    return _empty_like_format((rois.shape[0], input.shape[1], pooled_height, pooled_width), input)
+
+
+@torch.library.register_fake("pydet_ops::_roi_align_backward")
+def _roi_align_backward_fake(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio, aligned
+):
+    return _empty_like_format((batch_size, channels, height, width), grad)
+
+
+@torch.library.register_fake("pydet_ops::roi_pool")
+def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    torch._check(input.dim() == 4, lambda: "input must be a 4-D tensor")
+    _check_rois(rois)
+    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    return _empty_like_format(shape, input), _empty_like_format(shape, input, dtype=torch.int32)
+
+
+@torch.library.register_fake("pydet_ops::_roi_pool_backward")
+def _roi_pool_backward_fake(
+    grad, rois, argmax, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width
+):
+    return _empty_like_format((batch_size, channels, height, width), grad)
+
+
+@torch.library.register_fake("pydet_ops::multi_scale_roi_align")
+def _multi_scale_roi_align_fake(
+    features, rois, spatial_scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level
+):
+    torch._check(len(features) > 0, lambda: "features must hold at least one feature map")
+    _check_rois(rois)
+    first = features[0]
+    return _empty_like_format((rois.shape[0], first.shape[1], pooled_height, pooled_width), first)
+
+
+@torch.library.register_fake("pydet_ops::_multi_scale_roi_align_backward")
+def _multi_scale_roi_align_backward_fake(
+    grad, rois, spatial_scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level,
+    feature_sizes,
+):
+    return [_empty_like_format(tuple(feature_sizes[i : i + 4]), grad) for i in range(0, len(feature_sizes), 4)]

@@ -159,3 +159,26 @@ PYDET_HOST_DEVICE inline void roi_pool_bin(int p, int pooled, int size, int star
 
 }  // namespace roi_math
 }  // namespace pydet_ops
+
+namespace pydet_ops {
+namespace roi_math {
+
+// FPN level of a box (torchvision's LevelMapper, Feature Pyramid Networks eq. 1):
+//   floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6), clamped to [k_min, k_max],
+// returned relative to k_min. Computed in T with torchvision's operation order. A box with a NaN or
+// negative area has no level (-1): its pooled output stays zero.
+template <typename T>
+PYDET_HOST_DEVICE inline int fpn_level(T x1, T y1, T x2, T y2, int canonical_scale, int canonical_level, int k_min,
+                                       int k_max) {
+  const T area = (x2 - x1) * (y2 - y1);
+  const T s = std::sqrt(area);
+  const T level = std::floor(static_cast<T>(canonical_level) + std::log2(s / static_cast<T>(canonical_scale)) +
+                             static_cast<T>(1e-6));
+  if (std::isnan(level)) return -1;
+  const T clamped = level < static_cast<T>(k_min) ? static_cast<T>(k_min)
+                                                  : (level > static_cast<T>(k_max) ? static_cast<T>(k_max) : level);
+  return static_cast<int>(clamped) - k_min;
+}
+
+}  // namespace roi_math
+}  // namespace pydet_ops

@@ -12,27 +12,6 @@ namespace pydet_ops {
 namespace cpu {
 namespace {
 
-// Bilinear reads per channel the RoIs will make (4 per sampling point): decides the layout.
-template <typename T>
-double roi_align_reads(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
-                       bool aligned) {
-  const T* r = rois.const_data_ptr<T>();
-  double reads = 0;
-  for (int64_t k = 0; k < rois.size(0); ++k) {
-    const auto g = roi_math::roi_align_geometry<T>(r[5 * k + 1], r[5 * k + 2], r[5 * k + 3], r[5 * k + 4],
-                                                   static_cast<T>(spatial_scale), static_cast<int>(ph),
-                                                   static_cast<int>(pw), static_cast<int>(sampling_ratio), aligned);
-    reads += 4.0 * ph * pw * g.grid_h * g.grid_w;
-  }
-  return reads;
-}
-
-RoiAlignParams params_for(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
-                          bool aligned, at::ScalarType type) {
-  return RoiAlignParams{rois.const_data_ptr(), rois.size(0),         spatial_scale,      static_cast<int>(ph),
-                        static_cast<int>(pw),  static_cast<int>(sampling_ratio), aligned, element_type_of(type)};
-}
-
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   const char* op = "roi_align";

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/roi_align_math.h"
 #include "ops/cpu/roi_align_kernel.h"
 
 namespace pydet_ops {
@@ -91,6 +92,27 @@ void for_each_unit_and_channel_block(int64_t units, int64_t channels, const Fn& 
       fn(unit, c0, std::min(channels, c0 + block));
     }
   });
+}
+
+// Bilinear reads per channel the RoIs will make (4 per sampling point): decides the layout.
+template <typename T>
+inline double roi_align_reads(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
+                       bool aligned) {
+  const T* r = rois.const_data_ptr<T>();
+  double reads = 0;
+  for (int64_t k = 0; k < rois.size(0); ++k) {
+    const auto g = roi_math::roi_align_geometry<T>(r[5 * k + 1], r[5 * k + 2], r[5 * k + 3], r[5 * k + 4],
+                                                   static_cast<T>(spatial_scale), static_cast<int>(ph),
+                                                   static_cast<int>(pw), static_cast<int>(sampling_ratio), aligned);
+    reads += 4.0 * ph * pw * g.grid_h * g.grid_w;
+  }
+  return reads;
+}
+
+inline RoiAlignParams params_for(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
+                          bool aligned, at::ScalarType type) {
+  return RoiAlignParams{rois.const_data_ptr(), rois.size(0),         spatial_scale,      static_cast<int>(ph),
+                        static_cast<int>(pw),  static_cast<int>(sampling_ratio), aligned, element_type_of(type)};
 }
 
 }  // namespace cpu

@@ -1,0 +1,182 @@
+// CPU kernels of multi_scale_roi_align: the level of every RoI is decided here, then each RoI is pooled
+// straight from its level by the roi_align loops. No per-level gather or scatter of RoIs or outputs.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common/roi_align_math.h"
+#include "ops/checks.h"
+#include "ops/cpu/roi_common.h"
+#include "ops/roi_checks.h"
+
+namespace pydet_ops {
+namespace cpu {
+namespace {
+
+constexpr const char* kOp = "multi_scale_roi_align";
+
+void check_scales(at::ArrayRef<double> scales, size_t levels, const char* op) {
+  TORCH_CHECK(levels > 0, op, ": features must hold at least one feature map");
+  TORCH_CHECK(scales.size() == levels, op, ": spatial_scales must have one scale per feature map (", levels,
+              "), got ", scales.size());
+  for (double s : scales) check_spatial_scale(s, op);
+}
+
+// Level of each RoI relative to the finest map, or -1 when it has none (NaN / negative area).
+template <typename T>
+std::vector<int> levels_of(const at::Tensor& rois, at::ArrayRef<double> scales, int64_t canonical_scale,
+                           int64_t canonical_level) {
+  // torchvision: k_min = int(-log2(scale of the finest map)), k_max likewise for the coarsest.
+  const int k_min = static_cast<int>(-std::log2(scales.front()));
+  const int k_max = static_cast<int>(-std::log2(scales.back()));
+  const int num_levels = static_cast<int>(scales.size());
+  const T* r = rois.const_data_ptr<T>();
+  std::vector<int> levels(static_cast<size_t>(rois.size(0)));
+  for (int64_t k = 0; k < rois.size(0); ++k) {
+    int l = roi_math::fpn_level<T>(r[5 * k + 1], r[5 * k + 2], r[5 * k + 3], r[5 * k + 4],
+                                   static_cast<int>(canonical_scale), static_cast<int>(canonical_level), k_min, k_max);
+    levels[k] = l < num_levels ? l : -1;
+  }
+  return levels;
+}
+
+at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,
+                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                   int64_t canonical_scale, int64_t canonical_level) {
+  check_scales(scales, features.size(), kOp);
+  check_rois(rois, kOp);
+  check_pooled_size(pooled_height, pooled_width, kOp);
+  TORCH_CHECK(canonical_scale > 0, kOp, ": canonical_scale must be positive, got ", canonical_scale);
+  const at::Tensor& first = features[0];
+  for (size_t l = 0; l < features.size(); ++l) {
+    check_feature_map(features[l], kOp, "features");
+    TORCH_CHECK(features[l].device().is_cpu() && rois.device().is_cpu(), kOp, ": expected CPU tensors, got ",
+                features[l].device(), " and ", rois.device());
+    TORCH_CHECK(features[l].scalar_type() == first.scalar_type() && features[l].size(0) == first.size(0) &&
+                    features[l].size(1) == first.size(1),
+                kOp, ": every feature map must have the dtype, batch size and channels of the first, got ",
+                features[l].scalar_type(), " ", features[l].sizes(), " and ", first.scalar_type(), " ", first.sizes());
+  }
+  const auto compute = compute_type_for(first.scalar_type());
+  const at::Tensor r = prepared_rois(rois, compute, first.size(0), kOp);
+  const auto format = is_channels_last(first) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const int64_t num_rois = rois.size(0), channels = first.size(1);
+  at::Tensor output = zeros_in({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
+  if (num_rois == 0 || channels == 0) return output;
+
+  const std::vector<int> levels = AT_DISPATCH_FLOATING_TYPES(compute, "levels_of", [&] {
+    return levels_of<scalar_t>(r, scales, canonical_scale, canonical_level);
+  });
+  // Per level: the map in the layout that pays for the RoIs that read it, and its parameters.
+  std::vector<at::Tensor> maps;
+  std::vector<MapView> views;
+  std::vector<RoiAlignParams> params;
+  for (size_t l = 0; l < features.size(); ++l) {
+    params.push_back(params_for(r, scales[l], pooled_height, pooled_width, sampling_ratio, /*aligned=*/false,
+                                first.scalar_type()));
+    at::Tensor map = features[l];
+    if (!is_channels_last(map)) {
+      // Reads per channel at this level, estimated from the average RoI there.
+      const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
+        return roi_align_reads<scalar_t>(r, scales[l], pooled_height, pooled_width, sampling_ratio, false);
+      });
+      int64_t here = 0;
+      for (int lv : levels) here += lv == static_cast<int>(l);
+      const bool convert = map.numel() > 0 && worth_channels_last(reads * here / num_rois, map);
+      map = map.contiguous(convert ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    }
+    maps.push_back(map);
+    views.push_back(view_of(map));
+  }
+  const MapView out = view_of(output);
+  const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
+  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t k, int64_t c0, int64_t c1) {
+    const int l = levels[k];
+    if (l < 0 || views[l].height == 0 || views[l].width == 0) return;  // stays zero
+    forward(params[l], views[l], out, k, k + 1, c0, c1);
+  });
+  return output;
+}
+
+std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
+                                                 at::ArrayRef<double> scales, int64_t pooled_height,
+                                                 int64_t pooled_width, int64_t sampling_ratio, int64_t canonical_scale,
+                                                 int64_t canonical_level, at::IntArrayRef feature_sizes) {
+  const char* op = "_multi_scale_roi_align_backward";
+  TORCH_CHECK(feature_sizes.size() % 4 == 0 && !feature_sizes.empty(), op,
+              ": feature_sizes must hold [N, C, H, W] for each level, got ", feature_sizes);
+  const size_t num_levels = feature_sizes.size() / 4;
+  check_scales(scales, num_levels, op);
+  check_feature_map(grad, op, "grad");
+  check_rois(rois, op);
+  TORCH_CHECK(grad.device().is_cpu() && rois.device().is_cpu(), op, ": expected CPU tensors");
+  const int64_t batch = feature_sizes[0], channels = feature_sizes[1];
+  TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
+                  grad.size(3) == pooled_width,
+              op, ": grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width,
+              "], got ", grad.sizes());
+  const auto compute = compute_type_for(grad.scalar_type());
+  const at::Tensor r = prepared_rois(rois, compute, batch, op);
+  const auto format = is_channels_last(grad) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+
+  std::vector<at::Tensor> grads;
+  std::vector<MapView> views;
+  std::vector<RoiAlignParams> params;
+  for (size_t l = 0; l < num_levels; ++l) {
+    const int64_t* s = feature_sizes.data() + 4 * l;
+    TORCH_CHECK(s[0] == batch && s[1] == channels && s[2] >= 0 && s[3] >= 0, op,
+                ": every level must have the batch size and channels of the first, got ", at::IntArrayRef(s, 4));
+    // Channels_last accumulation: the loops vectorise over channels, and levels are small next to the RoIs.
+    grads.push_back(zeros_in({s[0], s[1], s[2], s[3]}, grad.options().dtype(compute), at::MemoryFormat::ChannelsLast));
+    views.push_back(view_of(grads.back()));
+    params.push_back(params_for(r, scales[l], pooled_height, pooled_width, sampling_ratio, false, grad.scalar_type()));
+  }
+  if (grad.numel() > 0) {
+    const std::vector<int> levels = AT_DISPATCH_FLOATING_TYPES(compute, "levels_of", [&] {
+      return levels_of<scalar_t>(r, scales, canonical_scale, canonical_level);
+    });
+    // Units are (level, image) pairs; RoIs of each unit in ascending order.
+    const int64_t units = static_cast<int64_t>(num_levels) * batch;
+    std::vector<int64_t> offsets(static_cast<size_t>(units + 1), 0), ids;
+    const auto unit_of = [&](int64_t k) {
+      const double b = AT_DISPATCH_FLOATING_TYPES(compute, "batch_of", [&] {
+        return static_cast<double>(static_cast<int64_t>(r.const_data_ptr<scalar_t>()[5 * k]));
+      });
+      return levels[k] * batch + static_cast<int64_t>(b);
+    };
+    std::vector<int64_t> unit(static_cast<size_t>(rois.size(0)), -1);
+    for (int64_t k = 0; k < rois.size(0); ++k) {
+      if (levels[k] >= 0) {
+        unit[k] = unit_of(k);
+        ++offsets[unit[k] + 1];
+      }
+    }
+    for (int64_t u = 0; u < units; ++u) offsets[u + 1] += offsets[u];
+    ids.resize(static_cast<size_t>(offsets[units]));
+    std::vector<int64_t> next(offsets.begin(), offsets.end() - 1);
+    for (int64_t k = 0; k < rois.size(0); ++k) {
+      if (unit[k] >= 0) ids[next[unit[k]]++] = k;
+    }
+    const MapView gout = view_of(grad);
+    const auto backward = PYDET_SELECT_ISA(RoiAlignBackwardFn, roi_align_backward);
+    for_each_unit_and_channel_block(units, channels, [&](int64_t u, int64_t c0, int64_t c1) {
+      const int64_t l = u / batch;
+      if (offsets[u + 1] == offsets[u] || views[l].height == 0 || views[l].width == 0) return;
+      backward(params[l], gout, views[l], ids.data() + offsets[u], offsets[u + 1] - offsets[u], c0, c1);
+    });
+  }
+  for (auto& g : grads) g = g.to(grad.scalar_type()).contiguous(format);
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet_ops, CPU, m) {
+  m.impl("multi_scale_roi_align", TORCH_FN(multi_scale_forward_cpu));
+  m.impl("_multi_scale_roi_align_backward", TORCH_FN(multi_scale_backward_cpu));
+}
+
+}  // namespace cpu
+}  // namespace pydet_ops

@@ -1,0 +1,127 @@
+"""Autograd formulas of the RoI ops: each backward is an op of its own (traceable, exportable).
+
+The RoI ops are linear in their feature maps, so their backward ops are linear in the output gradient and
+differentiating a backward is the forward again: double backward (e.g. gradient penalties) is exact.
+"""
+
+import torch
+
+from . import _fake  # noqa: F401  (ops and fake kernels registered first)
+
+
+# roi_align ------------------------------------------------------------------------------------------------
+
+
+def _roi_align_setup(ctx, inputs, output):
+    input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
+    ctx.save_for_backward(rois)
+    ctx.input_shape = tuple(input.shape)
+    ctx.args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+def _roi_align_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = ctx.args
+    batch, channels, height, width = ctx.input_shape
+    grad_input = torch.ops.pydet_ops._roi_align_backward(
+        grad, rois, spatial_scale, pooled_height, pooled_width, batch, channels, height, width, sampling_ratio, aligned
+    )
+    return grad_input, None, None, None, None, None, None
+
+
+torch.library.register_autograd("pydet_ops::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
+def _roi_align_backward_setup(ctx, inputs, output):
+    grad, rois, spatial_scale, pooled_height, pooled_width, _, _, _, _, sampling_ratio, aligned = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+def _roi_align_double_backward(ctx, grad_grad_input):
+    (rois,) = ctx.saved_tensors
+    grad_grad = torch.ops.pydet_ops.roi_align(grad_grad_input, rois, *ctx.args)
+    return (grad_grad,) + (None,) * 10
+
+
+torch.library.register_autograd(
+    "pydet_ops::_roi_align_backward", _roi_align_double_backward, setup_context=_roi_align_backward_setup
+)
+
+
+# roi_pool -------------------------------------------------------------------------------------------------
+
+
+def _roi_pool_setup(ctx, inputs, output):
+    input, rois, spatial_scale, pooled_height, pooled_width = inputs
+    ctx.save_for_backward(rois, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.input_shape = tuple(input.shape)
+    ctx.args = (spatial_scale, pooled_height, pooled_width)
+
+
+def _roi_pool_backward(ctx, grad, grad_argmax):
+    rois, argmax = ctx.saved_tensors
+    spatial_scale, pooled_height, pooled_width = ctx.args
+    batch, channels, height, width = ctx.input_shape
+    grad_input = torch.ops.pydet_ops._roi_pool_backward(
+        grad, rois, argmax, spatial_scale, pooled_height, pooled_width, batch, channels, height, width
+    )
+    return grad_input, None, None, None, None
+
+
+torch.library.register_autograd("pydet_ops::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup)
+def _roi_pool_backward_setup(ctx, inputs, output):
+    grad, rois, argmax = inputs[:3]
+    ctx.save_for_backward(rois, argmax)
+
+
+def _roi_pool_double_backward(ctx, grad_grad_input):
+    # d(grad_input)/d(grad) routes each output cell to its argmax cell: the transpose is a gather.
+    rois, argmax = ctx.saved_tensors
+    k, c = argmax.shape[:2]
+    planes = grad_grad_input.flatten(2)[rois[:, 0].long()]  # [K, C, H * W]
+    index = argmax.flatten(2).long()
+    picked = planes.gather(2, index.clamp(min=0)) * (index >= 0)
+    return (picked.view_as(argmax).to(grad_grad_input.dtype),) + (None,) * 9
+
+
+torch.library.register_autograd(
+    "pydet_ops::_roi_pool_backward", _roi_pool_double_backward, setup_context=_roi_pool_backward_setup
+)
+
+
+# multi_scale_roi_align ------------------------------------------------------------------------------------
+
+
+def _multi_scale_setup(ctx, inputs, output):
+    features, rois, spatial_scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level = inputs
+    ctx.save_for_backward(rois)
+    ctx.feature_sizes = [s for f in features for s in f.shape]
+    ctx.args = (spatial_scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level)
+
+
+def _multi_scale_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    grads = torch.ops.pydet_ops._multi_scale_roi_align_backward(grad, rois, *ctx.args, ctx.feature_sizes)
+    return list(grads), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "pydet_ops::multi_scale_roi_align", _multi_scale_backward, setup_context=_multi_scale_setup
+)
+def _multi_scale_backward_setup(ctx, inputs, output):
+    grad, rois = inputs[:2]
+    ctx.save_for_backward(rois)
+    ctx.args = tuple(inputs[2:8])
+
+
+def _multi_scale_double_backward(ctx, grad_grads):
+    (rois,) = ctx.saved_tensors
+    grad_grad = torch.ops.pydet_ops.multi_scale_roi_align(list(grad_grads), rois, *ctx.args)
+    return (grad_grad,) + (None,) * 8
+
+
+torch.library.register_autograd(
+    "pydet_ops::_multi_scale_roi_align_backward",
+    _multi_scale_double_backward,
+    setup_context=_multi_scale_backward_setup,
+)

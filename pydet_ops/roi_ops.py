@@ -1,0 +1,154 @@
+"""RoI align and RoI pool with torchvision.ops' names, signatures and results.
+
+Both accept NCHW and channels_last feature maps and return the input's memory format; float16 and bfloat16
+maps are read directly and computed in float32. Gradients are deterministic (bitwise identical across runs
+and thread counts). Rules for unusual input, the same for every function and module here:
+
+* ``boxes`` is a ``Tensor[K, 5]`` (batch index, x1, y1, x2, y2) or a list of per-image ``Tensor[L, 4]``;
+  a ``Tensor[K, 4]`` is an error naming ``rois``. A batch index outside ``[0, N)`` is an error.
+* ``output_size`` and ``spatial_scale`` must be positive, ``input`` 4-D floating point: ``RuntimeError``
+  otherwise. ``boxes`` of another float dtype than ``input`` are converted to input's compute type.
+* RoIs partly or fully outside the map: samples outside ``[-1, H] x [-1, W]`` contribute zero, so a RoI
+  fully outside pools to 0. A RoI with a NaN coordinate pools to 0 (argmax -1 in roi_pool).
+* No RoIs: an empty ``[0, C, ph, pw]`` result, and a zero gradient.
+"""
+
+from typing import List, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import _autograd  # noqa: F401  (registers the autograd formulas)
+
+__all__ = ["roi_align", "roi_pool", "RoIAlign", "RoIPool", "boxes_to_rois"]
+
+
+def _pair(value) -> Tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    values = tuple(value)
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) != 2:
+        raise ValueError(f"output_size must be an int or a pair of ints, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def boxes_to_rois(boxes: Union[Tensor, Sequence[Tensor]], op: str = "roi_align") -> Tensor:
+    """A ``Tensor[K, 5]`` of RoIs from a tensor of RoIs or from a list of per-image ``Tensor[L, 4]`` boxes."""
+    if isinstance(boxes, Tensor):
+        return boxes
+    if not isinstance(boxes, (list, tuple)):
+        raise TypeError(f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
+    for i, b in enumerate(boxes):
+        if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
+            shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+            raise ValueError(f"{op}: boxes[{i}] must be a Tensor[L, 4], got {shape}")
+    if len(boxes) == 0:
+        raise ValueError(f"{op}: boxes is an empty list; pass one Tensor[L, 4] per image")
+    concat = torch.cat(list(boxes), dim=0)
+    ids = torch.cat(
+        [torch.full((b.shape[0], 1), i, dtype=concat.dtype, device=concat.device) for i, b in enumerate(boxes)]
+    )
+    return torch.cat([ids, concat], dim=1)
+
+
+def _check_devices(op: str, input: Tensor, rois: Tensor) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
+    if input.device != rois.device:
+        raise ValueError(f"{op}: input and rois must be on the same device, got {input.device} and {rois.device}")
+
+
+def roi_align(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: Union[int, Tuple[int, int]],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """RoI align (Mask R-CNN): average of bilinear samples over each output bin.
+
+    Args:
+        input (Tensor[N, C, H, W]): feature map, NCHW or channels_last; float16, bfloat16, float32 or float64.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): RoIs in image coordinates, (batch index, x1, y1, x2, y2),
+            or one box tensor per image.
+        output_size (int or Tuple[int, int]): pooled (height, width).
+        spatial_scale (float): feature-map size / image size. Default: 1.0.
+        sampling_ratio (int): sampling points per bin along each axis; <= 0 means ceil(roi size / output
+            size) (adaptive). Default: -1.
+        aligned (bool): shift box coordinates by -0.5 pixel (pixel-centre alignment). Default: False.
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]] in input's dtype and memory format.
+    """
+    rois = boxes_to_rois(boxes, "roi_align")
+    _check_devices("roi_align", input, rois)
+    ph, pw = _pair(output_size)
+    return torch.ops.pydet_ops.roi_align(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned))
+
+
+def roi_pool(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: Union[int, Tuple[int, int]],
+    spatial_scale: float = 1.0,
+) -> Tensor:
+    """RoI max pooling (Fast R-CNN): the maximum over each output bin of the RoI snapped to whole pixels.
+
+    Args:
+        input (Tensor[N, C, H, W]): feature map, NCHW or channels_last; float16, bfloat16, float32 or float64.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): RoIs, as in :func:`roi_align`.
+        output_size (int or Tuple[int, int]): pooled (height, width).
+        spatial_scale (float): feature-map size / image size. Default: 1.0.
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]] in input's dtype and memory format; empty bins are 0.
+    """
+    rois = boxes_to_rois(boxes, "roi_pool")
+    _check_devices("roi_pool", input, rois)
+    ph, pw = _pair(output_size)
+    output, _ = torch.ops.pydet_ops.roi_pool(input, rois, float(spatial_scale), ph, pw)
+    return output
+
+
+class RoIAlign(nn.Module):
+    """Module form of :func:`roi_align`."""
+
+    def __init__(
+        self,
+        output_size: Union[int, Tuple[int, int]],
+        spatial_scale: float,
+        sampling_ratio: int,
+        aligned: bool = False,
+    ):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned})"
+        )
+
+
+class RoIPool(nn.Module):
+    """Module form of :func:`roi_pool`."""
+
+    def __init__(self, output_size: Union[int, Tuple[int, int]], spatial_scale: float):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale})"
