@@ -135,6 +135,116 @@ def _iou_workloads() -> List[Workload]:
     return out
 
 
+def feature_map_and_rois(g: torch.Generator, channels: int = 256, size: int = 200, num_rois: int = 512):
+    """A [1, C, size, size] map (stride 4) and RoIs of 10-110 px boxes in its 4*size image."""
+    x = torch.randn(1, channels, size, size, generator=g)
+    image = 4.0 * size
+    xy = torch.rand(num_rois, 2, generator=g) * (image - 110.0)
+    wh = 10.0 + torch.rand(num_rois, 2, generator=g) * 100.0
+    rois = torch.cat([torch.zeros(num_rois, 1), xy, xy + wh], dim=1)
+    return x, x.contiguous(memory_format=torch.channels_last), rois
+
+
+def _roi_workloads() -> List[Workload]:
+    out = []
+
+    def align(fn, layout, size, sr):
+        # torchvision always gets the NCHW map (its fastest); pydet_ops gets the layout of the case.
+        return lambda x, x_cl, rois: fn(x_cl if layout == "cl" else x, rois, size, 0.25, sr, True)
+
+    for size in (7, 14):
+        for sr in (2, 0):
+            for layout in ("nchw", "cl"):
+                out.append(
+                    Workload(
+                        "roi_align",
+                        f"{size}x{size} sr={sr} {'channels_last' if layout == 'cl' else 'NCHW'}",
+                        "1x256x200x200, 512 RoIs",
+                        feature_map_and_rois,
+                        align(torchvision.ops.roi_align, "nchw", size, sr),
+                        align(pydet_ops.roi_align, layout, size, sr),
+                        check_close,
+                    )
+                )
+    out.append(
+        Workload(
+            "roi_align",
+            "7x7 sr=2 channels_last, both sides",
+            "1x256x200x200, 512 RoIs",
+            feature_map_and_rois,
+            align(torchvision.ops.roi_align, "cl", 7, 2),
+            align(pydet_ops.roi_align, "cl", 7, 2),
+            check_close,
+        )
+    )
+
+    def forward_backward(fn, layout):
+        def run(x, x_cl, rois, grad):
+            inp = (x_cl if layout == "cl" else x).detach().requires_grad_()
+            y = fn(inp, rois, 7, 0.25, 2, True)
+            return torch.autograd.grad(y, inp, grad)[0]
+
+        return run
+
+    def fb_inputs(g):
+        x, x_cl, rois = feature_map_and_rois(g)
+        return x, x_cl, rois, torch.randn(rois.shape[0], x.shape[1], 7, 7, generator=g)
+
+    for layout in ("nchw", "cl"):
+        out.append(
+            Workload(
+                "roi_align_fwd_bwd",
+                f"7x7 sr=2 {'channels_last' if layout == 'cl' else 'NCHW'}",
+                "1x256x200x200, 512 RoIs",
+                fb_inputs,
+                forward_backward(torchvision.ops.roi_align, "nchw"),
+                forward_backward(pydet_ops.roi_align, layout),
+                check_close,
+            )
+        )
+    for layout in ("nchw", "cl"):
+        out.append(
+            Workload(
+                "roi_pool",
+                f"7x7 {'channels_last' if layout == 'cl' else 'NCHW'}",
+                "1x256x200x200, 512 RoIs",
+                feature_map_and_rois,
+                lambda x, x_cl, rois: torchvision.ops.roi_pool(x, rois, 7, 0.25),
+                (lambda x, x_cl, rois: pydet_ops.roi_pool(x_cl, rois, 7, 0.25))
+                if layout == "cl"
+                else (lambda x, x_cl, rois: pydet_ops.roi_pool(x, rois, 7, 0.25)),
+                check_close,
+            )
+        )
+
+    def fpn_inputs(g):
+        # FPN levels of an 800x1344 image (strides 4..32) and 1000 proposals of 16..512 px.
+        feats = {
+            str(i): torch.randn(1, 256, 800 // 2 ** (i + 2), 1344 // 2 ** (i + 2), generator=g) for i in range(4)
+        }
+        side = torch.exp(torch.empty(1000, 2).uniform_(4.0 * 0.693, 9.0 * 0.693, generator=g))
+        xy = torch.rand(1000, 2, generator=g) * torch.tensor([1344.0, 800.0])
+        boxes = torch.cat([xy, xy + side], dim=1)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(max=1344.0)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(max=800.0)
+        return feats, [boxes], [(800, 1344)]
+
+    tv_pooler = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    our_pooler = pydet_ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    out.append(
+        Workload(
+            "MultiScaleRoIAlign",
+            "4 FPN levels, 800x1344",
+            "256 ch, 1000 RoIs, 7x7",
+            fpn_inputs,
+            tv_pooler,
+            our_pooler,
+            check_close,
+        )
+    )
+    return out
+
+
 def _helper_workloads() -> List[Workload]:
     n = 200000
 
@@ -174,7 +284,7 @@ def _helper_workloads() -> List[Workload]:
 
 
 def all_workloads() -> List[Workload]:
-    return _nms_workloads() + _iou_workloads() + _helper_workloads()
+    return _nms_workloads() + _iou_workloads() + _roi_workloads() + _helper_workloads()
 
 
 def select(ops_filter: str = "") -> List[Workload]:

@@ -43,9 +43,12 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
   const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
                                       input.scalar_type());
   const MapView in = view_of(map), out = view_of(output);
+  const std::vector<int64_t> order = AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
+    return spatial_order<scalar_t>(r, spatial_scale);
+  });
   const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
-  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t k, int64_t c0, int64_t c1) {
-    forward(p, in, out, k, k + 1, c0, c1);
+  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t i, int64_t c0, int64_t c1) {
+    forward(p, in, out, order[i], order[i] + 1, c0, c1);
   });
   return output;
 }

@@ -71,6 +71,37 @@ RoisByImage group_rois_by_image(const at::Tensor& rois, int64_t batch) {
   return g;
 }
 
+// RoI indices ordered by image, then along a Z-order curve of the RoI centres on the feature map, so
+// that the RoIs one thread handles in a row read overlapping pixels while they are still in cache.
+template <typename T>
+std::vector<int64_t> spatial_order(const at::Tensor& rois, double spatial_scale) {
+  const T* r = rois.const_data_ptr<T>();
+  const int64_t k = rois.size(0);
+  std::vector<std::pair<uint64_t, int64_t>> keyed(static_cast<size_t>(k));
+  auto spread = [](uint64_t v) {  // interleave the low 16 bits of v with zeros
+    v &= 0xffff;
+    v = (v | (v << 8)) & 0x00ff00ff;
+    v = (v | (v << 4)) & 0x0f0f0f0f;
+    v = (v | (v << 2)) & 0x33333333;
+    v = (v | (v << 1)) & 0x55555555;
+    return v;
+  };
+  auto cell = [&](T v) {  // 8-pixel cells of the feature map; NaN and out-of-range centres clamp
+    const double c = static_cast<double>(v) * spatial_scale / 8.0;
+    return static_cast<uint64_t>(c > 0 ? (c < 65535 ? c : 65535) : 0);
+  };
+  for (int64_t i = 0; i < k; ++i) {
+    const T* b = r + 5 * i;
+    const uint64_t image = static_cast<uint64_t>(b[0]);
+    const uint64_t z = spread(cell((b[1] + b[3]) / 2)) | (spread(cell((b[2] + b[4]) / 2)) << 1);
+    keyed[i] = {(image << 32) | z, i};
+  }
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<int64_t> order(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) order[i] = keyed[i].second;
+  return order;
+}
+
 // Channel block size so that `units * blocks` work items keep every thread busy (blocks of >= 16 channels).
 inline int64_t channel_block(int64_t channels, int64_t units) {
   const int64_t threads = at::get_num_threads();

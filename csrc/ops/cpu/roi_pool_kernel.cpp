@@ -64,9 +64,12 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
   const RoiAlignParams p = pool_params(r, spatial_scale, pooled_height, pooled_width, input.scalar_type());
   const MapView in = view_of(map), out = view_of(output);
   int32_t* argmax_data = argmax.mutable_data_ptr<int32_t>();
+  const std::vector<int64_t> order = AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
+    return spatial_order<scalar_t>(r, spatial_scale);
+  });
   const auto forward = PYDET_SELECT_ISA(RoiPoolForwardFn, roi_pool_forward);
-  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t k, int64_t c0, int64_t c1) {
-    forward(p, in, out, argmax_data, k, k + 1, c0, c1);
+  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t i, int64_t c0, int64_t c1) {
+    forward(p, in, out, argmax_data, order[i], order[i] + 1, c0, c1);
   });
   return {output, argmax};
 }
