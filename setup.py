@@ -17,6 +17,7 @@ any x86-64 CPU and still uses the widest instruction set present (see csrc/READM
 import glob
 import json
 import os
+import shutil
 
 import torch
 from setuptools import find_packages, setup
@@ -99,8 +100,20 @@ class BuildWithInfo(BuildExtension):
             self._write_info(os.path.join(ROOT, "pydet_ops"))
 
     def copy_extensions_to_source(self):
-        # In-place builds load the library from the source tree: the info goes there too.
-        super().copy_extensions_to_source()
+        # In-place builds load the library from the source tree. Replace it atomically (a process that has
+        # the old library mapped keeps it intact) and put the build info beside it.
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            fullname = self.get_ext_fullname(ext.name)
+            filename = self.get_ext_filename(fullname)
+            package = ".".join(fullname.split(".")[:-1])
+            package_dir = build_py.get_package_dir(package)
+            dest = os.path.join(package_dir, os.path.basename(filename))
+            src = os.path.join(self.build_lib, filename)
+            tmp = dest + ".tmp"
+            shutil.copyfile(src, tmp)
+            shutil.copymode(src, tmp)
+            os.replace(tmp, dest)
         self._write_info(os.path.join(ROOT, "pydet_ops"))
 
 

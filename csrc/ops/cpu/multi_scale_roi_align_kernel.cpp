@@ -138,26 +138,22 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
       return levels_of<scalar_t>(r, scales, canonical_scale, canonical_level);
     });
     // Units are (level, image) pairs; RoIs of each unit in ascending order.
+    const std::vector<int64_t> image = AT_DISPATCH_FLOATING_TYPES(compute, "image_of", [&] {
+      const scalar_t* data = r.const_data_ptr<scalar_t>();
+      std::vector<int64_t> b(static_cast<size_t>(r.size(0)));
+      for (int64_t k = 0; k < r.size(0); ++k) b[k] = static_cast<int64_t>(data[5 * k]);
+      return b;
+    });
     const int64_t units = static_cast<int64_t>(num_levels) * batch;
     std::vector<int64_t> offsets(static_cast<size_t>(units + 1), 0), ids;
-    const auto unit_of = [&](int64_t k) {
-      const double b = AT_DISPATCH_FLOATING_TYPES(compute, "batch_of", [&] {
-        return static_cast<double>(static_cast<int64_t>(r.const_data_ptr<scalar_t>()[5 * k]));
-      });
-      return levels[k] * batch + static_cast<int64_t>(b);
-    };
-    std::vector<int64_t> unit(static_cast<size_t>(rois.size(0)), -1);
     for (int64_t k = 0; k < rois.size(0); ++k) {
-      if (levels[k] >= 0) {
-        unit[k] = unit_of(k);
-        ++offsets[unit[k] + 1];
-      }
+      if (levels[k] >= 0) ++offsets[levels[k] * batch + image[k] + 1];
     }
     for (int64_t u = 0; u < units; ++u) offsets[u + 1] += offsets[u];
     ids.resize(static_cast<size_t>(offsets[units]));
     std::vector<int64_t> next(offsets.begin(), offsets.end() - 1);
     for (int64_t k = 0; k < rois.size(0); ++k) {
-      if (unit[k] >= 0) ids[next[unit[k]]++] = k;
+      if (levels[k] >= 0) ids[next[levels[k] * batch + image[k]]++] = k;
     }
     const MapView gout = view_of(grad);
     const auto backward = PYDET_SELECT_ISA(RoiAlignBackwardFn, roi_align_backward);
