@@ -44,4 +44,6 @@ def load() -> dict:
             f"pydet_ops: could not load {spec.origin} with torch {torch.__version__} ({err}). "
             "It was probably built against another torch. " + REBUILD_HINT
         ) from err
+    # Reads PYDET_OPS_CPU_CAPABILITY now, so a bad value is reported at import rather than at first use.
+    torch.ops.pydet_ops._cpu_capability()
     return info

@@ -167,9 +167,12 @@ def _pairwise(kind: str, op: str, boxes1: Tensor, boxes2: Tensor, eps: float) ->
         # Gradients flow through the same formulas written as tensor ops.
         return _overlap_composite(kind, boxes1, boxes2, eps)
     if not (boxes1.is_floating_point() and boxes2.is_floating_point()):
-        # Integer boxes: torchvision returns float32; compute exactly in float64, then round once.
+        # Integer boxes: the result is float64 if the other set is float64, else float32 (as torchvision);
+        # compute exactly in float64, then round once.
+        wide = torch.float64 in (boxes1.dtype, boxes2.dtype)
         b1, b2 = boxes1.to(torch.float64), boxes2.to(torch.float64)
-        return _OVERLAP_OPS[kind](b1, b2, eps).to(torch.float32)
+        result = _OVERLAP_OPS[kind](b1, b2, eps)
+        return result if wide else result.to(torch.float32)
     return _OVERLAP_OPS[kind](boxes1, boxes2, eps)
 
 
@@ -197,9 +200,10 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     Returns:
         Tensor[..., N, M]: float64 for float64 input, float32 otherwise (as torchvision).
 
-    Differentiable with respect to both inputs. Integer boxes are accepted (result float32). For float32
-    input the values equal torchvision's bit for bit; float16/bfloat16 input is computed in float32 from the
-    exact input values (torchvision rounds the intersection sides to half first).
+    Differentiable with respect to both inputs. Integer boxes are accepted (result float32, or float64 when
+    the other set is float64). For float32 input the values equal torchvision's bit for bit; float16 and
+    bfloat16 input is computed in float32 from the exact input values (torchvision rounds the intersection
+    sides to half first).
     """
     return _pairwise("iou", "box_iou", _to_xyxy(boxes1, fmt, "box_iou"), _to_xyxy(boxes2, fmt, "box_iou"), 0.0)
 
