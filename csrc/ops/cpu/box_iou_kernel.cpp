@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/memory.h"
 #include "ops/checks.h"
 #include "ops/cpu/box_iou_kernel.h"
 
@@ -106,7 +107,7 @@ at::Tensor pairwise_overlap_cpu(const at::Tensor& boxes1, const at::Tensor& boxe
   std::vector<int64_t> out_shape(batch_shape);
   out_shape.push_back(n);
   out_shape.push_back(m);
-  at::Tensor out = at::empty(out_shape, boxes1.options().dtype(compute));
+  at::Tensor out = empty_large(out_shape, boxes1.options().dtype(compute));
   if (out.numel() == 0) {
     return out;
   }

@@ -63,7 +63,7 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   const at::Tensor r = prepared_rois(rois, compute, first.size(0), kOp);
   const auto format = is_channels_last(first) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const int64_t num_rois = rois.size(0), channels = first.size(1);
-  at::Tensor output = zeros_in({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
+  at::Tensor output = zeros_large({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
   if (num_rois == 0 || channels == 0) return output;
 
   const std::vector<int> levels = AT_DISPATCH_FLOATING_TYPES(compute, "levels_of", [&] {
@@ -85,7 +85,7 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
       int64_t here = 0;
       for (int lv : levels) here += lv == static_cast<int>(l);
       const bool convert = map.numel() > 0 && worth_channels_last(reads * here / num_rois, map);
-      map = map.contiguous(convert ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+      map = contiguous_large(map, convert ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
     }
     maps.push_back(map);
     views.push_back(view_of(map));
@@ -129,7 +129,7 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
     TORCH_CHECK(s[0] == batch && s[1] == channels && s[2] >= 0 && s[3] >= 0, op,
                 ": every level must have the batch size and channels of the first, got ", at::IntArrayRef(s, 4));
     // Channels_last accumulation: the loops vectorise over channels, and levels are small next to the RoIs.
-    grads.push_back(zeros_in({s[0], s[1], s[2], s[3]}, grad.options().dtype(compute), at::MemoryFormat::ChannelsLast));
+    grads.push_back(zeros_large({s[0], s[1], s[2], s[3]}, grad.options().dtype(compute), at::MemoryFormat::ChannelsLast));
     views.push_back(view_of(grads.back()));
     params.push_back(params_for(r, scales[l], pooled_height, pooled_width, sampling_ratio, false, grad.scalar_type()));
   }
@@ -163,7 +163,7 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
       backward(params[l], gout, views[l], ids.data() + offsets[u], offsets[u + 1] - offsets[u], c0, c1);
     });
   }
-  for (auto& g : grads) g = g.to(grad.scalar_type()).contiguous(format);
+  for (auto& g : grads) g = converted_large(g, grad.scalar_type(), format);
   return grads;
 }
 

@@ -29,16 +29,16 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   if (num_rois == 0 || channels == 0 || input.size(2) == 0 || input.size(3) == 0) {
     // No RoI, no channel, or a map with no pixel (every sample falls outside): zeros.
-    return zeros_in({num_rois, channels, pooled_height, pooled_width}, input.options(), format);
+    return zeros_large({num_rois, channels, pooled_height, pooled_width}, input.options(), format);
   }
-  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().memory_format(format));
+  at::Tensor output = empty_large({num_rois, channels, pooled_height, pooled_width}, input.options(), format);
 
-  at::Tensor map = input.contiguous(format);
+  at::Tensor map = contiguous_large(input, format);
   if (!channels_last) {
     const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
       return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
     });
-    if (worth_channels_last(reads, map)) map = map.contiguous(at::MemoryFormat::ChannelsLast);
+    if (worth_channels_last(reads, map)) map = contiguous_large(map, at::MemoryFormat::ChannelsLast);
   }
   const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
                                       input.scalar_type());
@@ -75,17 +75,16 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   const bool channels_last = is_channels_last(grad);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
-    return zeros_in({batch_size, channels, height, width}, grad.options(), format);
+    return zeros_large({batch_size, channels, height, width}, grad.options(), format);
   }
 
   // Accumulate in the arithmetic type, in channels_last when the RoIs cover the map densely.
   const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
     return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
   });
-  const at::Tensor shape_probe = at::empty({batch_size, 1, height, width}, grad.options().dtype(compute));
-  const bool accumulate_cl = channels_last || worth_channels_last(reads, shape_probe);
+  const bool accumulate_cl = channels_last || worth_channels_last(reads, batch_size, height, width);
   at::Tensor grad_input =
-      zeros_in({batch_size, channels, height, width}, grad.options().dtype(compute),
+      zeros_large({batch_size, channels, height, width}, grad.options().dtype(compute),
                accumulate_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 
   const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
@@ -101,10 +100,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
     const int64_t first = groups.offsets[b];
     backward(p, gout, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1);
   });
-  if (grad_input.scalar_type() != grad.scalar_type() || accumulate_cl != channels_last) {
-    grad_input = grad_input.to(grad.scalar_type()).contiguous(format);
-  }
-  return grad_input;
+  return converted_large(grad_input, grad.scalar_type(), format);
 }
 
 }  // namespace

@@ -57,6 +57,20 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
   }
 }
 
+// One pass adding a sample's four weighted gradients to four distinct pixels.
+template <typename T>
+PYDET_ALWAYS_INLINE void scatter4_distinct(T* PYDET_RESTRICT q1, T* PYDET_RESTRICT q2, T* PYDET_RESTRICT q3,
+                                           T* PYDET_RESTRICT q4, const T* PYDET_RESTRICT grad, T w1, T w2, T w3, T w4,
+                                           T count, int64_t nc, int64_t sc) {
+  for (int64_t c = 0; c < nc; ++c) {
+    const T gc = grad[c];
+    q1[c * sc] += gc * w1 / count;
+    q2[c * sc] += gc * w2 / count;
+    q3[c * sc] += gc * w3 / count;
+    q4[c * sc] += gc * w4 / count;
+  }
+}
+
 // grad_input is always in the arithmetic type (a float32 scratch map for half types).
 template <typename E, bool kUnitChannelStride>
 void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const MapView& gin, const int64_t* roi_ids,
@@ -89,16 +103,20 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
             const T x = roi_math::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
             roi_math::BilinearTaps<T> t;
             if (!roi_math::bilinear_taps(y, x, height, width, t)) continue;
-            // Four separate passes: the taps may coincide at the border, and each pass must see the
-            // previous one's sums (torchvision's order: (low, low), (low, high), (high, low), (high, high)).
+            // Added in torchvision's order: (low, low), (low, high), (high, low), (high, high).
             T* q1 = base + t.y_low * gin.stride_h + t.x_low * gin.stride_w;
             T* q2 = base + t.y_low * gin.stride_h + t.x_high * gin.stride_w;
             T* q3 = base + t.y_high * gin.stride_h + t.x_low * gin.stride_w;
             T* q4 = base + t.y_high * gin.stride_h + t.x_high * gin.stride_w;
-            for (int64_t c = 0; c < nc; ++c) q1[c * sc] += grad[c] * t.w1 / g.count;
-            for (int64_t c = 0; c < nc; ++c) q2[c * sc] += grad[c] * t.w2 / g.count;
-            for (int64_t c = 0; c < nc; ++c) q3[c * sc] += grad[c] * t.w3 / g.count;
-            for (int64_t c = 0; c < nc; ++c) q4[c * sc] += grad[c] * t.w4 / g.count;
+            if (t.x_low != t.x_high && t.y_low != t.y_high) {
+              scatter4_distinct<T>(q1, q2, q3, q4, grad, t.w1, t.w2, t.w3, t.w4, g.count, nc, sc);
+            } else {
+              // At the last row or column taps coincide: separate passes, each seeing the previous sums.
+              for (int64_t c = 0; c < nc; ++c) q1[c * sc] += grad[c] * t.w1 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q2[c * sc] += grad[c] * t.w2 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q3[c * sc] += grad[c] * t.w3 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q4[c * sc] += grad[c] * t.w4 / g.count;
+            }
           }
         }
       }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/roi_align_math.h"
+#include "cpu/memory.h"
 #include "ops/cpu/roi_align_kernel.h"
 
 namespace pydet_ops {
@@ -35,20 +36,18 @@ inline MapView view_of(const at::Tensor& t) {
                  t.stride(0),                          t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// at::zeros ignores a memory format in its options; this one honours it.
-inline at::Tensor zeros_in(at::IntArrayRef shape, const at::TensorOptions& options, at::MemoryFormat format) {
-  return at::empty(shape, options.memory_format(format)).zero_();
-}
-
 inline bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
 // Whether an NCHW map is worth converting to channels_last first: when the RoIs read each pixel more than
 // about twice on average, the vectorised channels_last loop repays the copy.
+inline bool worth_channels_last(double reads_per_channel, int64_t batch, int64_t height, int64_t width) {
+  return reads_per_channel > 2.0 * static_cast<double>(batch) * static_cast<double>(height) * static_cast<double>(width);
+}
+
 inline bool worth_channels_last(double reads_per_channel, const at::Tensor& map) {
-  const double pixels = static_cast<double>(map.size(0)) * map.size(2) * map.size(3);
-  return reads_per_channel > 2.0 * pixels;
+  return worth_channels_last(reads_per_channel, map.size(0), map.size(2), map.size(3));
 }
 
 // RoIs grouped by image, each group in ascending RoI order (compressed rows: ids[offsets[b] .. offsets[b+1])).
@@ -102,10 +101,11 @@ std::vector<int64_t> spatial_order(const at::Tensor& rois, double spatial_scale)
   return order;
 }
 
-// Channel block size so that `units * blocks` work items keep every thread busy (blocks of >= 16 channels).
+// Channel block size so that `units * blocks` work items give every thread work: blocks only when there
+// are fewer units than threads, since every block repeats the per-sample geometry of its unit.
 inline int64_t channel_block(int64_t channels, int64_t units) {
   const int64_t threads = at::get_num_threads();
-  const int64_t wanted_blocks = std::max<int64_t>(1, (4 * threads + units - 1) / std::max<int64_t>(units, 1));
+  const int64_t wanted_blocks = std::max<int64_t>(1, (threads + units - 1) / std::max<int64_t>(units, 1));
   int64_t block = (channels + wanted_blocks - 1) / wanted_blocks;
   block = std::max<int64_t>(16, (block + 15) / 16 * 16);
   return std::min(block, std::max<int64_t>(channels, 1));

@@ -48,18 +48,18 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   const std::vector<int64_t> shape{num_rois, channels, pooled_height, pooled_width};
   if (num_rois == 0 || channels == 0 || input.size(2) == 0 || input.size(3) == 0) {
-    return {zeros_in(shape, input.options(), format),
-            at::empty(shape, input.options().dtype(at::kInt).memory_format(format)).fill_(-1)};
+    return {zeros_large(shape, input.options(), format),
+            empty_large(shape, input.options().dtype(at::kInt), format).fill_(-1)};
   }
-  at::Tensor output = at::empty(shape, input.options().memory_format(format));
-  at::Tensor argmax = at::empty(shape, input.options().dtype(at::kInt).memory_format(format));
+  at::Tensor output = empty_large(shape, input.options(), format);
+  at::Tensor argmax = empty_large(shape, input.options().dtype(at::kInt), format);
 
-  at::Tensor map = input.contiguous(format);
+  at::Tensor map = contiguous_large(input, format);
   if (!channels_last) {
     const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_pool_reads", [&] {
       return roi_pool_reads<scalar_t>(r, spatial_scale);
     });
-    if (worth_channels_last(reads, map)) map = map.contiguous(at::MemoryFormat::ChannelsLast);
+    if (worth_channels_last(reads, map)) map = contiguous_large(map, at::MemoryFormat::ChannelsLast);
   }
   const RoiAlignParams p = pool_params(r, spatial_scale, pooled_height, pooled_width, input.scalar_type());
   const MapView in = view_of(map), out = view_of(output);
@@ -99,16 +99,16 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   const bool channels_last = is_channels_last(grad);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
-    return zeros_in({batch_size, channels, height, width}, grad.options(), format);
+    return zeros_large({batch_size, channels, height, width}, grad.options(), format);
   }
   // argmax indices must name cells of the plane: anything else would write out of bounds.
-  const at::Tensor arg = argmax.contiguous(format);
+  const at::Tensor arg = contiguous_large(argmax, format);
   const auto [lo, hi] = at::aminmax(arg);
   TORCH_CHECK(lo.item<int32_t>() >= -1 && hi.item<int64_t>() < height * width, op,
               ": argmax values must lie in [-1, height * width), got [", lo.item<int32_t>(), ", ", hi.item<int32_t>(),
               "]");
-  const at::Tensor g = grad.contiguous(format);
-  at::Tensor grad_input = zeros_in({batch_size, channels, height, width}, grad.options().dtype(compute), format);
+  const at::Tensor g = contiguous_large(grad, format);
+  at::Tensor grad_input = zeros_large({batch_size, channels, height, width}, grad.options().dtype(compute), format);
   const RoiAlignParams p = pool_params(r, spatial_scale, pooled_height, pooled_width, grad.scalar_type());
   const RoisByImage groups = AT_DISPATCH_FLOATING_TYPES(compute, "group_rois", [&] {
     return group_rois_by_image<scalar_t>(r, batch_size);
@@ -120,8 +120,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
     const int64_t first = groups.offsets[b];
     backward(p, gout, argmax_data, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1);
   });
-  if (grad_input.scalar_type() != grad.scalar_type()) grad_input = grad_input.to(grad.scalar_type());
-  return grad_input;
+  return converted_large(grad_input, grad.scalar_type(), format);
 }
 
 }  // namespace
