@@ -56,6 +56,12 @@ class MultiScaleRoIAlign(nn.Module):
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
 
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(featmap_names={self.featmap_names}, "
+            f"output_size={self.output_size}, sampling_ratio={self.sampling_ratio})"
+        )
+
     def _setup_scales(self, features: List[Tensor], image_shapes: List[Tuple[int, int]]) -> None:
         if not image_shapes:
             raise ValueError("images list should not be empty")

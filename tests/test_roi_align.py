@@ -382,26 +382,71 @@ def test_backward_is_deterministic(isa, fmt):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_non_finite_roi_pools_to_zero(isa):
-    x = _map(seed=22)
-    inf, nan = math.inf, math.nan
-    bad = [
-        [nan, 1, 5, 5], [1, nan, 5, 5], [1, 1, nan, 5], [1, 1, 5, nan], [nan, nan, nan, nan],
-        [0, 0, inf, inf], [-inf, -inf, inf, inf], [inf, inf, inf, inf], [-inf, 1, 5, 5], [1, 1, 5, -inf],
-    ]
+def _with_finite_neighbours(bad_rows):
+    """RoIs: a finite one on image 1, the given rows on images 0, 1, 2, ..., another finite one on image 2."""
     good = [1.5, 2.0, 9.0, 7.5]
-    rows = [[1.0] + good] + [[float(i % N)] + b for i, b in enumerate(bad)] + [[2.0] + good]
-    rois = torch.tensor(rows)
+    rows = [[1.0] + good] + [[float(i % N)] + list(b) for i, b in enumerate(bad_rows)] + [[2.0] + good]
+    return torch.tensor(rows)
+
+
+def _check_pools_to_zero(rois, sampling_ratio, aligned):
+    x = _map(seed=22)
     for fmt in FORMATS.values():
-        for sr in (-1, 2):
-            for aligned in (False, True):
-                xin = _leaf(x, fmt)
-                out = ops.roi_align(xin, rois, 3, 1.0, sr, aligned)
-                assert torch.count_nonzero(out[1:-1]) == 0, (sr, aligned)
-                finite = ops.roi_align(x, rois[[0, -1]], 3, 1.0, sr, aligned)
-                assert torch.equal(out[[0, -1]], finite)
-                out.sum().backward()
-                assert torch.isfinite(xin.grad).all()
+        xin = _leaf(x, fmt)
+        out = ops.roi_align(xin, rois, 3, 1.0, sampling_ratio, aligned)
+        assert torch.count_nonzero(out[1:-1]) == 0
+        assert torch.equal(out[[0, -1]], ops.roi_align(x, rois[[0, -1]], 3, 1.0, sampling_ratio, aligned))
+        out.sum().backward()
+        assert torch.isfinite(xin.grad).all()
+        expected_grad = _leaf(x)
+        ops.roi_align(expected_grad, rois[[0, -1]], 3, 1.0, sampling_ratio, aligned).sum().backward()
+        assert torch.equal(xin.grad, expected_grad.grad)
+
+
+NAN = math.nan
+NAN_CASES = [
+    pytest.param((NAN, 1, 5, 5), False, id="x1-legacy"),
+    pytest.param((1, NAN, 5, 5), False, id="y1-legacy"),
+    pytest.param((1, 1, NAN, 5), False, id="x2-legacy"),
+    pytest.param((1, 1, 5, NAN), False, id="y2-legacy"),
+    pytest.param((NAN, NAN, NAN, NAN), False, id="all-legacy"),
+    pytest.param((NAN, 1, 5, 5), True, id="x1-aligned"),
+    pytest.param((1, NAN, 5, 5), True, id="y1-aligned"),
+    pytest.param((1, 1, NAN, 5), True, id="x2-aligned"),
+    pytest.param((1, 1, 5, NAN), True, id="y2-aligned"),
+    pytest.param((NAN, NAN, NAN, NAN), True, id="all-aligned"),
+]
+
+
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+@pytest.mark.parametrize("box, aligned", NAN_CASES)
+def test_nan_roi_pools_to_zero(isa, box, aligned, sampling_ratio):
+    _check_pools_to_zero(_with_finite_neighbours([box]), sampling_ratio, aligned)
+
+
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_infinite_roi_pools_to_zero(isa, aligned, sampling_ratio):
+    inf = math.inf
+    boxes = [(0, 0, inf, inf), (-inf, -inf, inf, inf), (inf, inf, inf, inf), (-inf, 1, 5, 5), (1, -inf, 5, 5),
+             (-inf, -inf, -inf, -inf), (2, 3, inf, 6)]
+    _check_pools_to_zero(_with_finite_neighbours(boxes), sampling_ratio, aligned)
+
+
+def test_corner_at_minus_infinity_is_an_inverted_roi(isa):
+    """x2 (y2) = -inf is an inverted RoI: with aligned=False it is widened to one pixel like any other."""
+    x = _map(seed=27)
+    for sr in (-1, 2):
+        for col in (3, 4):
+            rois = torch.tensor([[1.0, 2.5, 3.5, 8.0, 9.0]])
+            inverted = rois.clone()
+            inverted[0, col] = rois[0, col - 2] - 4.0
+            infinite = rois.clone()
+            infinite[0, col] = -math.inf
+            expected = ops.roi_align(x, inverted, 3, 1.0, sr, False)
+            assert torch.count_nonzero(expected) > 0
+            assert torch.equal(ops.roi_align(x, infinite, 3, 1.0, sr, False), expected)
+            assert torch.count_nonzero(ops.roi_align(x, infinite, 3, 1.0, sr, True)) == 0
 
 
 def test_float64_rois_with_float32_input_are_converted(isa):
@@ -430,13 +475,18 @@ def test_fractional_batch_index_is_truncated(isa):
 X = _map(seed=26)
 ROIS = torch.tensor([[0.0, 1.0, 1.0, 6.0, 6.0], [1.0, 2.0, 3.0, 8.0, 9.0]])
 
+
+def _roi(batch_index):
+    return torch.tensor([[batch_index, 1.0, 1.0, 4.0, 4.0]])
+
+
 BAD = [
     ("rois-4-columns", lambda: ops.roi_align(X, ROIS[:, 1:], 3), RuntimeError, r"rois"),
     ("rois-1d", lambda: ops.roi_align(X, ROIS[0], 3), RuntimeError, r"rois"),
     ("list-element-5-columns", lambda: ops.roi_align(X, [ROIS, ROIS], 3), ValueError, r"boxes"),
-    ("batch-index-negative", lambda: ops.roi_align(X, torch.tensor([[-1.0, 1, 1, 4, 4]]), 3), RuntimeError, r"batch index"),
-    ("batch-index-too-large", lambda: ops.roi_align(X, torch.tensor([[float(N), 1, 1, 4, 4]]), 3), RuntimeError, r"batch index"),
-    ("batch-index-nan", lambda: ops.roi_align(X, torch.tensor([[math.nan, 1.0, 1, 4, 4]]), 3), RuntimeError, r"batch index"),
+    ("batch-index-negative", lambda: ops.roi_align(X, _roi(-1.0), 3), RuntimeError, r"batch index"),
+    ("batch-index-too-large", lambda: ops.roi_align(X, _roi(float(N)), 3), RuntimeError, r"batch index"),
+    ("batch-index-nan", lambda: ops.roi_align(X, _roi(math.nan), 3), RuntimeError, r"batch index"),
     ("output-size-zero", lambda: ops.roi_align(X, ROIS, 0), RuntimeError, r"output_size"),
     ("output-size-negative", lambda: ops.roi_align(X, ROIS, (3, -2)), RuntimeError, r"output_size"),
     ("spatial-scale-zero", lambda: ops.roi_align(X, ROIS, 3, 0.0), RuntimeError, r"spatial_scale"),

@@ -38,8 +38,9 @@ PYDET_HOST_DEVICE inline RoiAlignGeometry<T> roi_align_geometry(T x1, T y1, T x2
   T roi_w = end_w - g.start_w;
   T roi_h = end_h - g.start_h;
   if (!aligned) {
-    roi_w = roi_w > T(1) ? roi_w : T(1);
-    roi_h = roi_h > T(1) ? roi_h : T(1);
+    // std::max argument order: a NaN size stays NaN (and then pools to zero).
+    roi_w = roi_w < T(1) ? T(1) : roi_w;
+    roi_h = roi_h < T(1) ? T(1) : roi_h;
   }
   g.bin_h = roi_h / static_cast<T>(pooled_h);
   g.bin_w = roi_w / static_cast<T>(pooled_w);
@@ -111,8 +112,8 @@ namespace pydet_ops {
 namespace roi_math {
 
 // RoI max pooling (Fast R-CNN) geometry: the RoI snapped to whole feature-map pixels, as torchvision does.
-// Coordinates beyond +-2^30 pixels are clamped there (no integer overflow); a NaN coordinate makes the
-// RoI empty (every bin outputs 0 with argmax -1).
+// Coordinates beyond +-2^28 pixels are clamped there, so sizes and bin bounds stay far inside int range;
+// a NaN coordinate makes the RoI empty (every bin outputs 0 with argmax -1).
 struct RoiPoolGeometry {
   int start_h, start_w;
   int roi_h, roi_w;
@@ -121,7 +122,7 @@ struct RoiPoolGeometry {
 
 template <typename T>
 PYDET_HOST_DEVICE inline int snap_to_pixel(T v) {
-  const T limit = static_cast<T>(1 << 30);
+  const T limit = static_cast<T>(1 << 28);
   T r = std::round(v);
   r = r < -limit ? -limit : (r > limit ? limit : r);
   return static_cast<int>(r);
