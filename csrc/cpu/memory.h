@@ -3,8 +3,8 @@
 // A fresh multi-megabyte CPU buffer comes straight from mmap, so its first write takes one page fault per
 // 4 KiB page, which on virtual machines costs more than the kernel's own arithmetic (a 100 MB RoI align
 // output: 48 ms of faults against 7 ms of writes, measured). Advising such buffers as transparent huge
-// pages before their first touch cuts the faults 512-fold. Only memory allocated here is advised; buffers
-// reused from the heap are unaffected.
+// pages before their first touch cuts the faults 512-fold (the same output: 7 ms in all). Only memory
+// allocated here is advised; buffers reused from the heap are unaffected.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -29,6 +29,10 @@ inline void advise_huge_pages(const at::Tensor& t) {
   if (last > first) {
     // Advice only: failure (no THP support) leaves ordinary pages.
     (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+    // Fault the pages in now, in one call: threads that later write the buffer in interleaved order (a
+    // layout transpose) would otherwise queue on the same huge-page faults. Linux >= 5.14; ignored before.
+    constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE
+    (void)madvise(reinterpret_cast<void*>(first), last - first, kPopulateWrite);
   }
 #else
   (void)t;
