@@ -295,18 +295,20 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
             )
     if in_fmt == out_fmt:
         return boxes.clone()
+    # One elementwise op per output coordinate on [...] views, then one stack: fewer passes over strided
+    # [..., 2] slices than slicing pairs of columns.
+    a, b, c, d = boxes.unbind(-1)
     if in_fmt == "xywh":
-        xy, wh = boxes[..., :2], boxes[..., 2:]
-        boxes = torch.cat((xy, xy + wh), dim=-1)
+        a, b, c, d = a, b, a + c, b + d
     elif in_fmt == "cxcywh":
-        c, half = boxes[..., :2], 0.5 * boxes[..., 2:]
-        boxes = torch.cat((c - half, c + half), dim=-1)
-    # boxes is xyxy now
+        half_w, half_h = 0.5 * c, 0.5 * d
+        a, b, c, d = a - half_w, b - half_h, a + half_w, b + half_h
+    # (a, b, c, d) is xyxy now
     if out_fmt == "xywh":
-        return torch.cat((boxes[..., :2], boxes[..., 2:] - boxes[..., :2]), dim=-1)
+        return torch.stack((a, b, c - a, d - b), dim=-1)
     if out_fmt == "cxcywh":
-        return torch.cat(((boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]), dim=-1)
-    return boxes
+        return torch.stack(((a + c) / 2, (b + d) / 2, c - a, d - b), dim=-1)
+    return torch.stack((a, b, c, d), dim=-1)
 
 
 def clip_boxes_to_image(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
