@@ -12,10 +12,15 @@ from . import _fake  # noqa: F401  (ops and fake kernels registered first)
 # roi_align ------------------------------------------------------------------------------------------------
 
 
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch._prims_common.suggest_memory_format(t)
+
+
 def _roi_align_setup(ctx, inputs, output):
     input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
     ctx.save_for_backward(rois)
     ctx.input_shape = tuple(input.shape)
+    ctx.input_format = _memory_format(input)
     ctx.args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
 
 
@@ -23,6 +28,9 @@ def _roi_align_backward(ctx, grad):
     (rois,) = ctx.saved_tensors
     spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = ctx.args
     batch, channels, height, width = ctx.input_shape
+    # The backward op returns grad's layout; the input's is the one worth producing (and converting the
+    # pooled gradient is cheaper than converting the feature-map gradient).
+    grad = grad.contiguous(memory_format=ctx.input_format)
     grad_input = torch.ops.pydet_ops._roi_align_backward(
         grad, rois, spatial_scale, pooled_height, pooled_width, batch, channels, height, width, sampling_ratio, aligned
     )
@@ -55,6 +63,7 @@ def _roi_pool_setup(ctx, inputs, output):
     ctx.save_for_backward(rois, output[1])
     ctx.mark_non_differentiable(output[1])
     ctx.input_shape = tuple(input.shape)
+    ctx.input_format = _memory_format(input)
     ctx.args = (spatial_scale, pooled_height, pooled_width)
 
 
@@ -62,6 +71,7 @@ def _roi_pool_backward(ctx, grad, grad_argmax):
     rois, argmax = ctx.saved_tensors
     spatial_scale, pooled_height, pooled_width = ctx.args
     batch, channels, height, width = ctx.input_shape
+    grad = grad.contiguous(memory_format=ctx.input_format)
     grad_input = torch.ops.pydet_ops._roi_pool_backward(
         grad, rois, argmax, spatial_scale, pooled_height, pooled_width, batch, channels, height, width
     )
@@ -96,11 +106,13 @@ def _multi_scale_setup(ctx, inputs, output):
     features, rois, spatial_scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level = inputs
     ctx.save_for_backward(rois)
     ctx.feature_sizes = [s for f in features for s in f.shape]
+    ctx.input_format = _memory_format(features[0])
     ctx.args = (spatial_scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level)
 
 
 def _multi_scale_backward(ctx, grad):
     (rois,) = ctx.saved_tensors
+    grad = grad.contiguous(memory_format=ctx.input_format)
     grads = torch.ops.pydet_ops._multi_scale_roi_align_backward(grad, rois, *ctx.args, ctx.feature_sizes)
     return list(grads), None, None, None, None, None, None, None
 

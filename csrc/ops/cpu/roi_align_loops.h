@@ -50,8 +50,12 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
           }
         }
         E* PYDET_RESTRICT o = output + k * out.stride_n + c_begin * out.stride_c + ph * out.stride_h + pw * out.stride_w;
-        const int64_t osc = out.stride_c;
-        for (int64_t c = 0; c < nc; ++c) o[c * osc] = Element<E>::store(acc[c] / g.count);
+        if (out.stride_c == 1) {
+          for (int64_t c = 0; c < nc; ++c) o[c] = Element<E>::store(acc[c] / g.count);
+        } else {
+          const int64_t osc = out.stride_c;
+          for (int64_t c = 0; c < nc; ++c) o[c * osc] = Element<E>::store(acc[c] / g.count);
+        }
       }
     }
   }

@@ -56,9 +56,18 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
         }
         const int64_t o = k * out.stride_n + c_begin * out.stride_c + ph * out.stride_h + pw * out.stride_w;
         // argmax has the output's layout.
-        for (int64_t c = 0; c < nc; ++c) {
-          output[o + c * out.stride_c] = Element<E>::store(best[c]);
-          argmax[o + c * out.stride_c] = best_at[c];
+        if (out.stride_c == 1) {
+          E* PYDET_RESTRICT out_c = output + o;
+          int32_t* PYDET_RESTRICT arg_c = argmax + o;
+          for (int64_t c = 0; c < nc; ++c) {
+            out_c[c] = Element<E>::store(best[c]);
+            arg_c[c] = best_at[c];
+          }
+        } else {
+          for (int64_t c = 0; c < nc; ++c) {
+            output[o + c * out.stride_c] = Element<E>::store(best[c]);
+            argmax[o + c * out.stride_c] = best_at[c];
+          }
         }
       }
     }
