@@ -49,6 +49,9 @@ def _extension():
     cxx = ["-O0", "-g"] if _flag("DEBUG") else ["-O3"]
     # No fused multiply-add contraction: results must round like torchvision's separate tensor ops.
     cxx += ["-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
+    # at::parallel_for runs serially unless the including file is compiled with OpenMP. Linking resolves to
+    # libgomp.so.1, the runtime torch has already loaded, so torch.set_num_threads governs our threads too.
+    cxx.append("-fopenmp")
     if _flag("PYDET_OPS_NATIVE"):
         cxx.append("-march=native")
     define_macros = []
@@ -64,6 +67,7 @@ def _extension():
             include_dirs=[os.path.join(ROOT, CSRC)],
             define_macros=define_macros,
             extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
         )
     return CppExtension(
         "pydet_ops._C",
@@ -71,6 +75,7 @@ def _extension():
         include_dirs=[os.path.join(ROOT, CSRC)],
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
+        extra_link_args=["-fopenmp"],
     )
 
 
