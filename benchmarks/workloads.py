@@ -229,19 +229,27 @@ def _roi_workloads() -> List[Workload]:
         boxes[:, 1::2] = boxes[:, 1::2].clamp(max=800.0)
         return feats, [boxes], [(800, 1344)]
 
-    tv_pooler = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
-    our_pooler = pydet_ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
-    out.append(
-        Workload(
-            "MultiScaleRoIAlign",
-            "4 FPN levels, 800x1344",
-            "256 ch, 1000 RoIs, 7x7",
-            fpn_inputs,
-            tv_pooler,
-            our_pooler,
-            check_close,
+    def fpn_inputs_both(g):
+        feats, boxes, shapes = fpn_inputs(g)
+        feats_cl = {k: v.contiguous(memory_format=torch.channels_last) for k, v in feats.items()}
+        return feats, feats_cl, boxes, shapes
+
+    def pooler_on(layout, pooler):
+        # torchvision always gets the NCHW maps (its fastest); pydet_ops the layout of the case.
+        return lambda feats, feats_cl, boxes, shapes: pooler(feats_cl if layout == "cl" else feats, boxes, shapes)
+
+    for layout in ("nchw", "cl"):
+        out.append(
+            Workload(
+                "MultiScaleRoIAlign",
+                f"4 FPN levels, 800x1344, {'channels_last' if layout == 'cl' else 'NCHW'}",
+                "256 ch, 1000 RoIs, 7x7",
+                fpn_inputs_both,
+                pooler_on("nchw", torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)),
+                pooler_on(layout, pydet_ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)),
+                check_close,
+            )
         )
-    )
     return out
 
 
