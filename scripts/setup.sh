@@ -16,11 +16,11 @@ fi
 
 echo "==> installing requirements/dev.txt"
 # This machine's pip also lists local package folders that may be absent; their warnings are noise.
-set +o pipefail
+set +e
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt 2>&1 \
-  | grep -v -E "^WARNING: Location '.*' is ignored" 
+  | { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 status=${PIPESTATUS[0]}
-set -o pipefail
+set -e
 if [ "$status" -ne 0 ]; then
   echo "pip install -r requirements/dev.txt failed ($status)" >&2
   exit "$status"

@@ -33,6 +33,18 @@ inline void check_spatial_scale(double spatial_scale, const char* op) {
               spatial_scale);
 }
 
+// Arguments of a RoI forward op (roi_align, roi_pool) on the CPU.
+inline void check_roi_forward_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
+                                   int64_t pooled_width, double spatial_scale, const char* op) {
+  check_feature_map(input, op);
+  check_rois(rois, op);
+  TORCH_CHECK(input.device() == rois.device(), op, ": input and rois must be on the same device, got ",
+              input.device(), " and ", rois.device());
+  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
+  check_pooled_size(pooled_height, pooled_width, op);
+  check_spatial_scale(spatial_scale, op);
+}
+
 // The RoIs in the compute type, contiguous, with every batch index checked against `batch` images. A batch
 // index is truncated toward zero as torchvision does (so 1.7 means image 1).
 inline at::Tensor prepared_rois(const at::Tensor& rois, at::ScalarType compute, int64_t batch, const char* op) {

@@ -61,7 +61,7 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   }
   const auto compute = compute_type_for(first.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, first.size(0), kOp);
-  const auto format = is_channels_last(first) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = layout_of(first);
   const int64_t num_rois = rois.size(0), channels = first.size(1);
   at::Tensor output = zeros_large({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
   if (num_rois == 0 || channels == 0) return output;
@@ -76,17 +76,13 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   for (size_t l = 0; l < features.size(); ++l) {
     params.push_back(params_for(r, scales[l], pooled_height, pooled_width, sampling_ratio, /*aligned=*/false,
                                 first.scalar_type()));
-    at::Tensor map = features[l];
-    if (!is_channels_last(map)) {
-      // Reads per channel at this level, estimated from the average RoI there.
-      const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
-        return roi_align_reads<scalar_t>(r, scales[l], pooled_height, pooled_width, sampling_ratio, false);
-      });
-      int64_t here = 0;
-      for (int lv : levels) here += lv == static_cast<int>(l);
-      const bool convert = map.numel() > 0 && worth_channels_last(reads * here / num_rois, map);
-      map = contiguous_large(map, convert ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-    }
+    // Reads per channel at this level, estimated from the average RoI.
+    const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
+      return roi_align_reads<scalar_t>(r, scales[l], pooled_height, pooled_width, sampling_ratio, false);
+    });
+    int64_t here = 0;
+    for (int lv : levels) here += lv == static_cast<int>(l);
+    const at::Tensor map = map_to_read(features[l], layout_of(features[l]), reads * here / num_rois);
     maps.push_back(map);
     views.push_back(view_of(map));
   }
@@ -119,7 +115,7 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
               "], got ", grad.sizes());
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch, op);
-  const auto format = is_channels_last(grad) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = layout_of(grad);
 
   std::vector<at::Tensor> grads;
   std::vector<MapView> views;

@@ -15,17 +15,11 @@ namespace {
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   const char* op = "roi_align";
-  check_feature_map(input, op);
-  check_rois(rois, op);
-  check_same_device(input, "input", rois, "rois", op);
-  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
-  check_pooled_size(pooled_height, pooled_width, op);
-  check_spatial_scale(spatial_scale, op);
+  check_roi_forward_args(input, rois, pooled_height, pooled_width, spatial_scale, op);
 
   const auto compute = compute_type_for(input.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
-  const bool channels_last = is_channels_last(input);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = layout_of(input);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   if (num_rois == 0 || channels == 0 || input.size(2) == 0 || input.size(3) == 0) {
     // No RoI, no channel, or a map with no pixel (every sample falls outside): zeros.
@@ -33,13 +27,10 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
   }
   at::Tensor output = empty_large({num_rois, channels, pooled_height, pooled_width}, input.options(), format);
 
-  at::Tensor map = contiguous_large(input, format);
-  if (!channels_last) {
-    const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
-      return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
-    });
-    if (worth_channels_last(reads, map)) map = contiguous_large(map, at::MemoryFormat::ChannelsLast);
-  }
+  const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
+    return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
+  });
+  const at::Tensor map = map_to_read(input, format, reads);
   const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
                                       input.scalar_type());
   const MapView in = view_of(map), out = view_of(output);
@@ -72,8 +63,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
 
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch_size, op);
-  const bool channels_last = is_channels_last(grad);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = layout_of(grad);
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
     return zeros_large({batch_size, channels, height, width}, grad.options(), format);
   }
@@ -82,7 +72,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
     return roi_align_reads<scalar_t>(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
   });
-  const bool accumulate_cl = channels_last || worth_channels_last(reads, batch_size, height, width);
+  const bool accumulate_cl =
+      format == at::MemoryFormat::ChannelsLast || worth_channels_last(reads, batch_size, height, width);
   at::Tensor grad_input =
       zeros_large({batch_size, channels, height, width}, grad.options().dtype(compute),
                accumulate_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);

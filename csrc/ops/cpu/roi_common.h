@@ -40,6 +40,10 @@ inline bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
+inline at::MemoryFormat layout_of(const at::Tensor& t) {
+  return is_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 // Whether an NCHW map is worth converting to channels_last first: when the RoIs read each pixel more than
 // about twice on average, the vectorised channels_last loop repays the copy.
 inline bool worth_channels_last(double reads_per_channel, int64_t batch, int64_t height, int64_t width) {
@@ -48,6 +52,15 @@ inline bool worth_channels_last(double reads_per_channel, int64_t batch, int64_t
 
 inline bool worth_channels_last(double reads_per_channel, const at::Tensor& map) {
   return worth_channels_last(reads_per_channel, map.size(0), map.size(2), map.size(3));
+}
+
+// The map in the layout the loops should read: `input` in `format`, or channels_last when the map is NCHW
+// and the RoIs read each pixel often enough (`reads_per_channel`) to repay the conversion.
+inline at::Tensor map_to_read(const at::Tensor& input, at::MemoryFormat format, double reads_per_channel) {
+  if (format == at::MemoryFormat::Contiguous && worth_channels_last(reads_per_channel, input)) {
+    return contiguous_large(input, at::MemoryFormat::ChannelsLast);
+  }
+  return contiguous_large(input, format);
 }
 
 // RoIs grouped by image, each group in ascending RoI order (compressed rows: ids[offsets[b] .. offsets[b+1])).

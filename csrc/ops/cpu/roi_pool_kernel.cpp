@@ -34,17 +34,11 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
                                                         double spatial_scale, int64_t pooled_height,
                                                         int64_t pooled_width) {
   const char* op = "roi_pool";
-  check_feature_map(input, op);
-  check_rois(rois, op);
-  check_same_device(input, "input", rois, "rois", op);
-  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
-  check_pooled_size(pooled_height, pooled_width, op);
-  check_spatial_scale(spatial_scale, op);
+  check_roi_forward_args(input, rois, pooled_height, pooled_width, spatial_scale, op);
 
   const auto compute = compute_type_for(input.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
-  const bool channels_last = is_channels_last(input);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = layout_of(input);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   const std::vector<int64_t> shape{num_rois, channels, pooled_height, pooled_width};
   if (num_rois == 0 || channels == 0 || input.size(2) == 0 || input.size(3) == 0) {
@@ -54,13 +48,10 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
   at::Tensor output = empty_large(shape, input.options(), format);
   at::Tensor argmax = empty_large(shape, input.options().dtype(at::kInt), format);
 
-  at::Tensor map = contiguous_large(input, format);
-  if (!channels_last) {
-    const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_pool_reads", [&] {
-      return roi_pool_reads<scalar_t>(r, spatial_scale);
-    });
-    if (worth_channels_last(reads, map)) map = contiguous_large(map, at::MemoryFormat::ChannelsLast);
-  }
+  const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_pool_reads", [&] {
+    return roi_pool_reads<scalar_t>(r, spatial_scale);
+  });
+  const at::Tensor map = map_to_read(input, format, reads);
   const RoiAlignParams p = pool_params(r, spatial_scale, pooled_height, pooled_width, input.scalar_type());
   const MapView in = view_of(map), out = view_of(output);
   int32_t* argmax_data = argmax.mutable_data_ptr<int32_t>();
@@ -96,8 +87,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
 
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch_size, op);
-  const bool channels_last = is_channels_last(grad);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = layout_of(grad);
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
     return zeros_large({batch_size, channels, height, width}, grad.options(), format);
   }
