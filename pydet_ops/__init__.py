@@ -24,7 +24,6 @@ from .boxes import (  # noqa: E402
     nms,
     remove_small_boxes,
 )
-
 from .poolers import MultiScaleRoIAlign  # noqa: E402
 from .roi_ops import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: E402
 
