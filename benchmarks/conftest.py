@@ -1,11 +1,14 @@
+import os
+
 import pytest
 
-from .workloads import all_workloads
+from .workloads import select
 
 
 def pytest_generate_tests(metafunc):
     if "workload" in metafunc.fixturenames:
-        workloads = all_workloads()
+        # Heavy sweep points (torchvision takes seconds per call) only with PYDET_BENCH_ALL=1.
+        workloads = select(quick=os.environ.get("PYDET_BENCH_ALL", "0") != "1")
         metafunc.parametrize("workload", workloads, ids=[w.name for w in workloads])
     if "side" in metafunc.fixturenames:
         metafunc.parametrize("side", ["torchvision", "pydet_ops"])
@@ -13,8 +16,6 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(autouse=True)
 def _fixed_threads():
-    import os
-
     import torch
 
     previous = torch.get_num_threads()

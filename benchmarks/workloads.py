@@ -22,6 +22,9 @@ class Workload:
     torchvision_fn: Callable[..., Any]
     pydet_fn: Callable[..., Any]
     check: Callable[[Tuple[Any, ...], Any, Any], str]  # "" when equal, else what differs
+    sweep: str = ""  # name of the scaling curve this case is a point of ("" for none)
+    size: int = 0  # the swept size (x axis of the curve)
+    heavy: bool = False  # too slow for --quick (torchvision takes seconds)
 
     @property
     def name(self) -> str:
@@ -292,13 +295,16 @@ def _helper_workloads() -> List[Workload]:
 
 
 def all_workloads() -> List[Workload]:
-    return _nms_workloads() + _iou_workloads() + _roi_workloads() + _helper_workloads()
+    from .sweeps import sweep_workloads
+
+    return _nms_workloads() + _iou_workloads() + _roi_workloads() + _helper_workloads() + sweep_workloads()
 
 
-def select(ops_filter: str = "") -> List[Workload]:
-    """Workloads whose op name contains one of the comma-separated filter words (all when empty)."""
+def select(ops_filter: str = "", quick: bool = False) -> List[Workload]:
+    """Workloads whose op name or case contains one of the comma-separated filter words (all when empty);
+    with quick, without the heavy sweep points."""
     words = [w.strip() for w in ops_filter.split(",") if w.strip()]
-    workloads = all_workloads()
+    workloads = [w for w in all_workloads() if not (quick and w.heavy)]
     if not words:
         return workloads
     return [w for w in workloads if any(word == w.op or word in w.name for word in words)]
