@@ -100,7 +100,14 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
       for (int pw = 0; pw < p.pooled_w; ++pw) {
         const E* go = grad_output + k * gout.stride_n + c_begin * gout.stride_c + ph * gout.stride_h + pw * gout.stride_w;
         const int64_t gsc = gout.stride_c;
-        for (int64_t c = 0; c < nc; ++c) grad[c] = Element<E>::load(go[c * gsc]);
+        // The bin's gradient over the channel block: read in place when it is already a contiguous run of
+        // the arithmetic type (channels_last float), gathered / converted into `grad_store` otherwise.
+        const T* bin_grad = grad;
+        if (std::is_same<E, T>::value && gsc == 1) {
+          bin_grad = reinterpret_cast<const T*>(go);
+        } else {
+          for (int64_t c = 0; c < nc; ++c) grad[c] = Element<E>::load(go[c * gsc]);
+        }
         for (int iy = 0; iy < g.grid_h; ++iy) {
           const T y = roi_math::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h);
           for (int ix = 0; ix < g.grid_w; ++ix) {
@@ -113,13 +120,13 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
             T* q3 = base + t.y_high * gin.stride_h + t.x_low * gin.stride_w;
             T* q4 = base + t.y_high * gin.stride_h + t.x_high * gin.stride_w;
             if (t.x_low != t.x_high && t.y_low != t.y_high) {
-              scatter4_distinct<T>(q1, q2, q3, q4, grad, t.w1, t.w2, t.w3, t.w4, g.count, nc, sc);
+              scatter4_distinct<T>(q1, q2, q3, q4, bin_grad, t.w1, t.w2, t.w3, t.w4, g.count, nc, sc);
             } else {
               // At the last row or column taps coincide: separate passes, each seeing the previous sums.
-              for (int64_t c = 0; c < nc; ++c) q1[c * sc] += grad[c] * t.w1 / g.count;
-              for (int64_t c = 0; c < nc; ++c) q2[c * sc] += grad[c] * t.w2 / g.count;
-              for (int64_t c = 0; c < nc; ++c) q3[c * sc] += grad[c] * t.w3 / g.count;
-              for (int64_t c = 0; c < nc; ++c) q4[c * sc] += grad[c] * t.w4 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q1[c * sc] += bin_grad[c] * t.w1 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q2[c * sc] += bin_grad[c] * t.w2 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q3[c * sc] += bin_grad[c] * t.w3 / g.count;
+              for (int64_t c = 0; c < nc; ++c) q4[c * sc] += bin_grad[c] * t.w4 / g.count;
             }
           }
         }

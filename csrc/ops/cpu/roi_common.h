@@ -114,14 +114,11 @@ std::vector<int64_t> spatial_order(const at::Tensor& rois, double spatial_scale)
   return order;
 }
 
-// Channel block size so that `units * blocks` work items give every thread work: blocks only when there
-// are fewer units than threads, since every block repeats the per-sample geometry of its unit.
-inline int64_t channel_block(int64_t channels, int64_t units) {
-  const int64_t threads = at::get_num_threads();
-  const int64_t wanted_blocks = std::max<int64_t>(1, (threads + units - 1) / std::max<int64_t>(units, 1));
-  int64_t block = (channels + wanted_blocks - 1) / wanted_blocks;
-  block = std::max<int64_t>(16, (block + 15) / 16 * 16);
-  return std::min(block, std::max<int64_t>(channels, 1));
+// Channel block size of a work item. Splitting the channels of one unit between threads was measured to
+// slow the backward down on this project's machines (one image, 2 threads: 8.7 ms against 6.2 ms on one
+// thread; two cores writing different channels of the same pixels), so a unit keeps all its channels.
+inline int64_t channel_block(int64_t channels, int64_t /*units*/) {
+  return std::max<int64_t>(channels, 1);
 }
 
 // Runs fn(unit, c_begin, c_end) for every (unit, channel block) pair, in parallel.

@@ -2,6 +2,7 @@
 #define PYDET_ISA_LEVEL 1
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
