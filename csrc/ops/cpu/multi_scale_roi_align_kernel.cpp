@@ -156,7 +156,8 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
     for_each_unit_and_channel_block(units, channels, [&](int64_t u, int64_t c0, int64_t c1) {
       const int64_t l = u / batch;
       if (offsets[u + 1] == offsets[u] || views[l].height == 0 || views[l].width == 0) return;
-      backward(params[l], gout, views[l], ids.data() + offsets[u], offsets[u + 1] - offsets[u], c0, c1);
+      backward(params[l], gout, views[l], ids.data() + offsets[u], offsets[u + 1] - offsets[u], c0, c1, 0,
+               views[l].height);
     });
   }
   for (auto& g : grads) g = converted_large(g, grad.scalar_type(), format);

@@ -85,11 +85,15 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   });
   const MapView gout = view_of(grad), gin = view_of(grad_input);
   const auto backward = PYDET_SELECT_ISA(RoiAlignBackwardFn, roi_align_backward);
-  // Each (image, channel block) owns its cells of grad_input: no two tasks write the same cell, and every
-  // cell sums its contributions in RoI order, whatever the number of threads.
-  for_each_unit_and_channel_block(batch_size, channels, [&](int64_t b, int64_t c0, int64_t c1) {
+  // Each (image, row band) owns its cells of grad_input: no two tasks write the same cell, and every cell
+  // sums its contributions in RoI order, whatever the number of threads.
+  const int64_t bands = row_bands(batch_size, height);
+  const int64_t band_rows = (height + bands - 1) / bands;
+  for_each_unit_and_channel_block(batch_size * bands, channels, [&](int64_t unit, int64_t c0, int64_t c1) {
+    const int64_t b = unit / bands, row0 = (unit % bands) * band_rows;
     const int64_t first = groups.offsets[b];
-    backward(p, gout, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1);
+    backward(p, gout, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1, row0,
+             std::min(height, row0 + band_rows));
   });
   return converted_large(grad_input, grad.scalar_type(), format);
 }

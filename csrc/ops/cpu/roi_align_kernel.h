@@ -38,12 +38,14 @@ struct RoiAlignParams {
   void roi_align_forward(const RoiAlignParams& p, const MapView& input, const MapView& output, int64_t roi_begin, \
                          int64_t roi_end, int64_t c_begin, int64_t c_end)
 
-// Backward for image `n` and channels [c_begin, c_end): adds every RoI of image n's contribution to
-// grad_input (zero-initialised) in RoI, bin, sample order. `roi_ids` lists the RoIs of image n in
-// ascending order. The caller partitions (image, channel block) so no two calls touch the same cell.
+// Backward for image `n`, channels [c_begin, c_end) and grad_input rows [row_begin, row_end): adds every
+// RoI of image n's contribution to those cells of grad_input (zero-initialised) in RoI, bin, sample, tap
+// order. `roi_ids` lists the RoIs of image n in ascending order. The caller partitions (image, row band) so
+// no two calls touch the same cell; every cell then sums in torchvision's order whatever the partition.
 #define PYDET_ROI_ALIGN_BACKWARD_DECL                                                                        \
   void roi_align_backward(const RoiAlignParams& p, const MapView& grad_output, const MapView& grad_input, \
-                          const int64_t* roi_ids, int64_t num_ids, int64_t c_begin, int64_t c_end)
+                          const int64_t* roi_ids, int64_t num_ids, int64_t c_begin, int64_t c_end,       \
+                          int64_t row_begin, int64_t row_end)
 
 // RoI max pooling (Fast R-CNN). `rois` as in RoiAlignParams (sampling_ratio and aligned unused).
 // Forward writes output and argmax (int32 plane index h * W + w, -1 for an empty bin) for RoIs
@@ -60,7 +62,7 @@ struct RoiAlignParams {
 using RoiAlignForwardFn = void (*)(const RoiAlignParams&, const MapView&, const MapView&, int64_t, int64_t, int64_t,
                                    int64_t);
 using RoiAlignBackwardFn = void (*)(const RoiAlignParams&, const MapView&, const MapView&, const int64_t*, int64_t,
-                                    int64_t, int64_t);
+                                    int64_t, int64_t, int64_t, int64_t);
 
 using RoiPoolForwardFn = void (*)(const RoiAlignParams&, const MapView&, const MapView&, int32_t*, int64_t, int64_t,
                                   int64_t, int64_t);

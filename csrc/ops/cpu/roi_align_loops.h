@@ -78,7 +78,7 @@ PYDET_ALWAYS_INLINE void scatter4_distinct(T* PYDET_RESTRICT q1, T* PYDET_RESTRI
 // grad_input is always in the arithmetic type (a float32 scratch map for half types).
 template <typename E, bool kUnitChannelStride>
 void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const MapView& gin, const int64_t* roi_ids,
-                             int64_t num_ids, int64_t c_begin, int64_t c_end) {
+                             int64_t num_ids, int64_t c_begin, int64_t c_end, int64_t row_begin, int64_t row_end) {
   using T = typename Element<E>::Acc;
   const T* rois = static_cast<const T*>(p.rois);
   const int height = static_cast<int>(gin.height), width = static_cast<int>(gin.width);
@@ -114,19 +114,28 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
             const T x = roi_math::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
             roi_math::BilinearTaps<T> t;
             if (!roi_math::bilinear_taps(y, x, height, width, t)) continue;
+            // Only cells in this call's row band; the others belong to another call.
+            const bool low_in = t.y_low >= row_begin && t.y_low < row_end;
+            const bool high_in = t.y_high >= row_begin && t.y_high < row_end;
+            if (!low_in && !high_in) continue;
             // Added in torchvision's order: (low, low), (low, high), (high, low), (high, high).
             T* q1 = base + t.y_low * gin.stride_h + t.x_low * gin.stride_w;
             T* q2 = base + t.y_low * gin.stride_h + t.x_high * gin.stride_w;
             T* q3 = base + t.y_high * gin.stride_h + t.x_low * gin.stride_w;
             T* q4 = base + t.y_high * gin.stride_h + t.x_high * gin.stride_w;
-            if (t.x_low != t.x_high && t.y_low != t.y_high) {
+            if (low_in && high_in && t.x_low != t.x_high && t.y_low != t.y_high) {
               scatter4_distinct<T>(q1, q2, q3, q4, bin_grad, t.w1, t.w2, t.w3, t.w4, g.count, nc, sc);
             } else {
-              // At the last row or column taps coincide: separate passes, each seeing the previous sums.
-              for (int64_t c = 0; c < nc; ++c) q1[c * sc] += bin_grad[c] * t.w1 / g.count;
-              for (int64_t c = 0; c < nc; ++c) q2[c * sc] += bin_grad[c] * t.w2 / g.count;
-              for (int64_t c = 0; c < nc; ++c) q3[c * sc] += bin_grad[c] * t.w3 / g.count;
-              for (int64_t c = 0; c < nc; ++c) q4[c * sc] += bin_grad[c] * t.w4 / g.count;
+              // Taps coincide at the last row or column, or half the taps are another band's: separate
+              // passes, each seeing the previous sums.
+              if (low_in) {
+                for (int64_t c = 0; c < nc; ++c) q1[c * sc] += bin_grad[c] * t.w1 / g.count;
+                for (int64_t c = 0; c < nc; ++c) q2[c * sc] += bin_grad[c] * t.w2 / g.count;
+              }
+              if (high_in) {
+                for (int64_t c = 0; c < nc; ++c) q3[c * sc] += bin_grad[c] * t.w3 / g.count;
+                for (int64_t c = 0; c < nc; ++c) q4[c * sc] += bin_grad[c] * t.w4 / g.count;
+              }
             }
           }
         }
@@ -178,7 +187,7 @@ PYDET_ROI_ALIGN_FORWARD_DECL {
 
 PYDET_ROI_ALIGN_BACKWARD_DECL {
   dispatch_element<BackwardKernel>(p.type, grad_input.stride_c == 1, p, grad_output, grad_input, roi_ids, num_ids,
-                                   c_begin, c_end);
+                                   c_begin, c_end, row_begin, row_end);
 }
 
 }  // namespace PYDET_ISA_NAMESPACE

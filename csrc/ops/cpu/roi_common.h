@@ -63,6 +63,14 @@ inline at::Tensor map_to_read(const at::Tensor& input, at::MemoryFormat format, 
   return contiguous_large(input, format);
 }
 
+// Row bands per image for a backward pass: enough (image, band) units to give every thread work when there
+// are fewer images than threads. Bands split the cells each unit owns, never a cell's summation order.
+inline int64_t row_bands(int64_t images, int64_t height) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t bands = images >= threads ? 1 : (threads + images - 1) / std::max<int64_t>(images, 1);
+  return std::max<int64_t>(1, std::min(bands, height));
+}
+
 // RoIs grouped by image, each group in ascending RoI order (compressed rows: ids[offsets[b] .. offsets[b+1])).
 struct RoisByImage {
   std::vector<int64_t> offsets;
