@@ -88,10 +88,10 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   }
   const MapView out = view_of(output);
   const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
-  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t k, int64_t c0, int64_t c1) {
+  for_each_unit(num_rois, [&](int64_t k) {
     const int l = levels[k];
     if (l < 0 || views[l].height == 0 || views[l].width == 0) return;  // stays zero
-    forward(params[l], views[l], out, k, k + 1, c0, c1);
+    forward(params[l], views[l], out, k, k + 1, 0, channels);
   });
   return output;
 }
@@ -153,10 +153,10 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
     }
     const MapView gout = view_of(grad);
     const auto backward = PYDET_SELECT_ISA(RoiAlignBackwardFn, roi_align_backward);
-    for_each_unit_and_channel_block(units, channels, [&](int64_t u, int64_t c0, int64_t c1) {
+    for_each_unit(units, [&](int64_t u) {
       const int64_t l = u / batch;
       if (offsets[u + 1] == offsets[u] || views[l].height == 0 || views[l].width == 0) return;
-      backward(params[l], gout, views[l], ids.data() + offsets[u], offsets[u + 1] - offsets[u], c0, c1, 0,
+      backward(params[l], gout, views[l], ids.data() + offsets[u], offsets[u + 1] - offsets[u], 0, channels, 0,
                views[l].height);
     });
   }

@@ -38,8 +38,8 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
     return spatial_order<scalar_t>(r, spatial_scale);
   });
   const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
-  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t i, int64_t c0, int64_t c1) {
-    forward(p, in, out, order[i], order[i] + 1, c0, c1);
+  for_each_unit(num_rois, [&](int64_t i) {
+    forward(p, in, out, order[i], order[i] + 1, 0, channels);
   });
   return output;
 }
@@ -89,10 +89,10 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   // sums its contributions in RoI order, whatever the number of threads.
   const int64_t bands = row_bands(batch_size, height);
   const int64_t band_rows = (height + bands - 1) / bands;
-  for_each_unit_and_channel_block(batch_size * bands, channels, [&](int64_t unit, int64_t c0, int64_t c1) {
+  for_each_unit(batch_size * bands, [&](int64_t unit) {
     const int64_t b = unit / bands, row0 = (unit % bands) * band_rows;
     const int64_t first = groups.offsets[b];
-    backward(p, gout, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1, row0,
+    backward(p, gout, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, 0, channels, row0,
              std::min(height, row0 + band_rows));
   });
   return converted_large(grad_input, grad.scalar_type(), format);

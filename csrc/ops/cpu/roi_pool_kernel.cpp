@@ -59,8 +59,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
     return spatial_order<scalar_t>(r, spatial_scale);
   });
   const auto forward = PYDET_SELECT_ISA(RoiPoolForwardFn, roi_pool_forward);
-  for_each_unit_and_channel_block(num_rois, channels, [&](int64_t i, int64_t c0, int64_t c1) {
-    forward(p, in, out, argmax_data, order[i], order[i] + 1, c0, c1);
+  for_each_unit(num_rois, [&](int64_t i) {
+    forward(p, in, out, argmax_data, order[i], order[i] + 1, 0, channels);
   });
   return {output, argmax};
 }
@@ -106,9 +106,9 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   const MapView gout = view_of(g), gin = view_of(grad_input);
   const int32_t* argmax_data = arg.const_data_ptr<int32_t>();
   const auto backward = PYDET_SELECT_ISA(RoiPoolBackwardFn, roi_pool_backward);
-  for_each_unit_and_channel_block(batch_size, channels, [&](int64_t b, int64_t c0, int64_t c1) {
+  for_each_unit(batch_size, [&](int64_t b) {
     const int64_t first = groups.offsets[b];
-    backward(p, gout, argmax_data, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, c0, c1);
+    backward(p, gout, argmax_data, gin, groups.ids.data() + first, groups.offsets[b + 1] - first, 0, channels);
   });
   return converted_large(grad_input, grad.scalar_type(), format);
 }
