@@ -24,6 +24,9 @@ from .boxes import (  # noqa: E402
     nms,
     remove_small_boxes,
 )
+from .anchors import AnchorGenerator, grid_anchors, single_level_anchors  # noqa: E402
+from .box_coder import BoxCoder, decode_boxes, encode_boxes  # noqa: E402
+from .patch import patch_torchvision, torchvision_patched, unpatch_torchvision  # noqa: E402
 from .poolers import MultiScaleRoIAlign  # noqa: E402
 from .roi_ops import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: E402
 
@@ -45,6 +48,8 @@ def build_info() -> dict:
 
 
 __all__ = [
+    "AnchorGenerator",
+    "BoxCoder",
     "batched_nms",
     "box_area",
     "box_convert",
@@ -53,13 +58,20 @@ __all__ = [
     "clip_boxes_to_image",
     "complete_box_iou",
     "cpu_capability",
+    "decode_boxes",
     "distance_box_iou",
+    "encode_boxes",
+    "grid_anchors",
     "generalized_box_iou",
     "MultiScaleRoIAlign",
     "nms",
+    "patch_torchvision",
     "remove_small_boxes",
     "roi_align",
     "roi_pool",
     "RoIAlign",
     "RoIPool",
+    "single_level_anchors",
+    "torchvision_patched",
+    "unpatch_torchvision",
 ]

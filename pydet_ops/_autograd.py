@@ -137,3 +137,81 @@ torch.library.register_autograd(
     _multi_scale_double_backward,
     setup_context=_multi_scale_backward_setup,
 )
+
+
+# Box coding -----------------------------------------------------------------------------------------------
+#
+# The coders are smooth almost everywhere and cheap next to what surrounds them in a detector, so their
+# gradients are those of the same formula written as tensor ops (torchvision's), recomputed in backward.
+# Differentiating through the recomputation keeps higher-order gradients exact as well.
+
+
+def _frame(boxes):
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return w, h, boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
+
+
+def _encode_formula(reference_boxes, proposals, weights):
+    dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
+    gw, gh, gcx, gcy = _frame(reference_boxes.to(dtype))
+    pw, ph, pcx, pcy = _frame(proposals.to(dtype))
+    wx, wy, ww, wh = weights
+    return torch.stack(
+        (wx * (gcx - pcx) / pw, wy * (gcy - pcy) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)), dim=1
+    )
+
+
+def _decode_formula(rel_codes, boxes, weights, clip):
+    w, h, cx, cy = _frame(boxes.to(rel_codes.dtype))
+    codes = rel_codes.reshape(rel_codes.shape[0], -1, 4)
+    wx, wy, ww, wh = weights
+    dw = torch.clamp(codes[..., 2] / ww, max=clip)
+    dh = torch.clamp(codes[..., 3] / wh, max=clip)
+    pcx = codes[..., 0] / wx * w[:, None] + cx[:, None]
+    pcy = codes[..., 1] / wy * h[:, None] + cy[:, None]
+    half_w = 0.5 * (torch.exp(dw) * w[:, None])
+    half_h = 0.5 * (torch.exp(dh) * h[:, None])
+    return torch.stack((pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h), dim=2).flatten(1)
+
+
+def _regrad(formula, tensors, grad, *args):
+    wanted = [t for t in tensors if t.requires_grad]
+    grads = iter(())
+    if wanted:
+        # Grad mode is on in backward exactly when a graph of the gradient is asked for (create_graph=True).
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            out = formula(*tensors, *args)
+            grads = iter(torch.autograd.grad(out, wanted, grad, create_graph=create_graph))
+    return [next(grads) if t.requires_grad else None for t in tensors]
+
+
+def _encode_setup(ctx, inputs, output):
+    reference_boxes, proposals, weights = inputs
+    ctx.save_for_backward(reference_boxes, proposals)
+    ctx.weights = weights
+
+
+def _encode_backward(ctx, grad):
+    reference_boxes, proposals = ctx.saved_tensors
+    g_ref, g_prop = _regrad(_encode_formula, (reference_boxes, proposals), grad, ctx.weights)
+    return g_ref, g_prop, None
+
+
+torch.library.register_autograd("pydet_ops::encode_boxes", _encode_backward, setup_context=_encode_setup)
+
+
+def _decode_setup(ctx, inputs, output):
+    rel_codes, boxes, weights, clip = inputs
+    ctx.save_for_backward(rel_codes, boxes)
+    ctx.args = (weights, clip)
+
+
+def _decode_backward(ctx, grad):
+    rel_codes, boxes = ctx.saved_tensors
+    g_codes, g_boxes = _regrad(_decode_formula, (rel_codes, boxes), grad, *ctx.args)
+    return g_codes, g_boxes, None, None
+
+
+torch.library.register_autograd("pydet_ops::decode_boxes", _decode_backward, setup_context=_decode_setup)

@@ -111,3 +111,32 @@ def _multi_scale_roi_align_backward_fake(
     feature_sizes,
 ):
     return [_empty_like_format(tuple(feature_sizes[i : i + 4]), grad) for i in range(0, len(feature_sizes), 4)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Anchors and box coding
+# ---------------------------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("pydet_ops::grid_anchors")
+def _grid_anchors_fake(cell_anchors, anchors_per_level, grid_sizes, strides, offset=0.0):
+    torch._check(cell_anchors.dim() == 2 and cell_anchors.shape[1] == 4, lambda: "cell_anchors must be [A, 4]")
+    total = sum(
+        grid_sizes[2 * i] * grid_sizes[2 * i + 1] * count for i, count in enumerate(anchors_per_level)
+    )
+    return cell_anchors.new_empty((total, 4))
+
+
+@torch.library.register_fake("pydet_ops::encode_boxes")
+def _encode_boxes_fake(reference_boxes, proposals, weights):
+    torch._check(reference_boxes.dim() == 2 and reference_boxes.shape[1] == 4, lambda: "reference_boxes: [N, 4]")
+    torch._check(proposals.shape == reference_boxes.shape, lambda: "proposals must have reference_boxes' shape")
+    dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
+    return reference_boxes.new_empty(reference_boxes.shape, dtype=dtype)
+
+
+@torch.library.register_fake("pydet_ops::decode_boxes")
+def _decode_boxes_fake(rel_codes, boxes, weights, bbox_xform_clip):
+    torch._check(rel_codes.dim() == 2 and rel_codes.shape[1] % 4 == 0, lambda: "rel_codes must be [N, 4 * K]")
+    torch._check(boxes.dim() == 2 and boxes.shape[0] == rel_codes.shape[0], lambda: "boxes must be [N, 4]")
+    return rel_codes.new_empty(rel_codes.shape)

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ._dropin import DropInMeta
 from .roi_ops import boxes_to_rois, roi_align
 
 __all__ = ["MultiScaleRoIAlign"]
@@ -16,7 +17,7 @@ def _infer_scale(feature: Tensor, original_size: Tuple[int, int]) -> float:
     return 2.0 ** float(torch.tensor(approx).log2().round())
 
 
-class MultiScaleRoIAlign(nn.Module):
+class MultiScaleRoIAlign(nn.Module, metaclass=DropInMeta):
     """Pools each box from the FPN level its size selects (Feature Pyramid Networks, eq. 1).
 
     Same constructor, forward and results as ``torchvision.ops.MultiScaleRoIAlign``: level

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _autograd  # noqa: F401  (registers the autograd formulas)
+from ._dropin import DropInMeta
 
 __all__ = ["roi_align", "roi_pool", "RoIAlign", "RoIPool", "boxes_to_rois"]
 
@@ -113,7 +114,7 @@ def roi_pool(
     return output
 
 
-class RoIAlign(nn.Module):
+class RoIAlign(nn.Module, metaclass=DropInMeta):
     """Module form of :func:`roi_align`."""
 
     def __init__(
@@ -139,7 +140,7 @@ class RoIAlign(nn.Module):
         )
 
 
-class RoIPool(nn.Module):
+class RoIPool(nn.Module, metaclass=DropInMeta):
     """Module form of :func:`roi_pool`."""
 
     def __init__(self, output_size: Union[int, Tuple[int, int]], spatial_scale: float):

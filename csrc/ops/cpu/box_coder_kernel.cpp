@@ -1,0 +1,121 @@
+// CPU kernels of encode_boxes and decode_boxes: one pass over the boxes, threads over rows.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "common/box_coding.h"
+#include "cpu/memory.h"
+#include "ops/checks.h"
+
+namespace pydet_ops {
+namespace cpu {
+namespace {
+
+void check_weights(at::ArrayRef<double> weights, const char* op) {
+  TORCH_CHECK(weights.size() == 4, op, ": weights must hold 4 values (wx, wy, ww, wh), got ", weights.size());
+}
+
+at::Tensor encode_boxes_cpu(const at::Tensor& reference_boxes, const at::Tensor& proposals,
+                            at::ArrayRef<double> weights) {
+  constexpr const char* op = "encode_boxes";
+  check_boxes(reference_boxes, op, "reference_boxes", 2, true);
+  check_boxes(proposals, op, "proposals", 2, true);
+  check_same_device(reference_boxes, "reference_boxes", proposals, "proposals", op);
+  TORCH_CHECK(reference_boxes.device().is_cpu(), op, ": expected CPU tensors, got ", reference_boxes.device());
+  TORCH_CHECK(reference_boxes.size(0) == proposals.size(0), op,
+              ": reference_boxes and proposals must have the same number of boxes, got ", reference_boxes.size(0),
+              " and ", proposals.size(0));
+  check_weights(weights, op);
+  const auto dtype = at::promote_types(reference_boxes.scalar_type(), proposals.scalar_type());
+  const at::Tensor ref = reference_boxes.to(dtype).contiguous();
+  const at::Tensor prop = proposals.to(dtype).contiguous();
+  const int64_t n = ref.size(0);
+  at::Tensor out = empty_large({n, 4}, ref.options());
+  if (n == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "encode_boxes_cpu", [&] {
+    using T = scalar_t;
+    using Acc = at::opmath_type<T>;
+    // torchvision holds the weights in a tensor of the boxes' dtype.
+    auto as_t = [](double v) { return static_cast<Acc>(static_cast<T>(v)); };
+    const box_coding::CoderWeights<Acc> wt{as_t(weights[0]), as_t(weights[1]), as_t(weights[2]), as_t(weights[3]),
+                                           Acc(0)};
+    const T* g = ref.const_data_ptr<T>();
+    const T* p = prop.const_data_ptr<T>();
+    T* o = out.mutable_data_ptr<T>();
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* gi = g + 4 * i;
+        const T* pi = p + 4 * i;
+        const auto gf = box_coding::box_frame<T, Acc>(gi[0], gi[1], gi[2], gi[3]);
+        const auto pf = box_coding::box_frame<T, Acc>(pi[0], pi[1], pi[2], pi[3]);
+        box_coding::encode_one<T, Acc>(gf, pf, wt, o + 4 * i);
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor decode_boxes_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
+                            double bbox_xform_clip) {
+  constexpr const char* op = "decode_boxes";
+  TORCH_CHECK(rel_codes.defined() && rel_codes.dim() == 2, op,
+              ": rel_codes must be a 2-D tensor of shape [N, 4 * K], got shape ",
+              rel_codes.defined() ? rel_codes.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(rel_codes.size(1) % 4 == 0, op,
+              ": rel_codes must hold 4 deltas (dx, dy, dw, dh) per box, so its last dimension must be a multiple "
+              "of 4, got shape ",
+              rel_codes.sizes());
+  TORCH_CHECK(at::isFloatingType(rel_codes.scalar_type()), op, ": rel_codes must be a floating-point tensor, got ",
+              rel_codes.scalar_type());
+  check_boxes(boxes, op, "boxes", 2, true);
+  check_same_device(rel_codes, "rel_codes", boxes, "boxes", op);
+  TORCH_CHECK(rel_codes.device().is_cpu(), op, ": expected CPU tensors, got ", rel_codes.device());
+  TORCH_CHECK(rel_codes.size(0) == boxes.size(0), op, ": rel_codes and boxes must have the same number of rows, got ",
+              rel_codes.size(0), " and ", boxes.size(0));
+  check_weights(weights, op);
+  TORCH_CHECK(!std::isnan(bbox_xform_clip), op, ": bbox_xform_clip must not be NaN");
+  const at::Tensor codes = rel_codes.contiguous();
+  const at::Tensor ref = boxes.to(codes.scalar_type()).contiguous();
+  const int64_t n = codes.size(0);
+  const int64_t k = codes.size(1) / 4;
+  at::Tensor out = empty_large({n, 4 * k}, codes.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codes.scalar_type(), "decode_boxes_cpu", [&] {
+    using T = scalar_t;
+    using Acc = at::opmath_type<T>;
+    // torchvision divides by the weights as Python scalars and clamps with the clip in the codes' dtype.
+    const box_coding::CoderWeights<Acc> wt{static_cast<Acc>(weights[0]), static_cast<Acc>(weights[1]),
+                                           static_cast<Acc>(weights[2]), static_cast<Acc>(weights[3]),
+                                           static_cast<Acc>(static_cast<T>(bbox_xform_clip))};
+    const T* c = codes.const_data_ptr<T>();
+    const T* b = ref.const_data_ptr<T>();
+    T* o = out.mutable_data_ptr<T>();
+    const int64_t grain = std::max<int64_t>(1, 4096 / k);
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* bi = b + 4 * i;
+        const auto frame = box_coding::box_frame<T, Acc>(bi[0], bi[1], bi[2], bi[3]);
+        const T* ci = c + 4 * k * i;
+        T* oi = o + 4 * k * i;
+        for (int64_t j = 0; j < k; ++j) {
+          box_coding::decode_one<T, Acc>(ci[4 * j], ci[4 * j + 1], ci[4 * j + 2], ci[4 * j + 3], frame, wt,
+                                         oi + 4 * j);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet_ops, CPU, m) {
+  m.impl("encode_boxes", TORCH_FN(encode_boxes_cpu));
+  m.impl("decode_boxes", TORCH_FN(decode_boxes_cpu));
+}
+
+}  // namespace cpu
+}  // namespace pydet_ops
