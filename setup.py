@@ -49,6 +49,9 @@ def _extension():
     cxx = ["-O0", "-g"] if _flag("DEBUG") else ["-O3"]
     # No fused multiply-add contraction: results must round like torchvision's separate tensor ops.
     cxx += ["-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
+    # Floating-point operations do not trap (the default anyway): lets the compiler evaluate both sides of a
+    # select, so branch-free loops with conditionals vectorise. Values are unaffected.
+    cxx.append("-fno-trapping-math")
     # at::parallel_for runs serially unless the including file is compiled with OpenMP. Linking resolves to
     # libgomp.so.1, the runtime torch has already loaded, so torch.set_num_threads governs our threads too.
     cxx.append("-fopenmp")

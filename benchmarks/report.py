@@ -41,13 +41,35 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
             r["shape"],
             fmt_time(r["torchvision"]["median"]),
             fmt_time(r["pydet_ops"]["median"]),
-            f"{r['speedup']:.1f}x",
+            fmt_speedup(r["speedup"]),
             f"{fmt_bytes(r['memory']['torchvision'])} / {fmt_bytes(r['memory']['pydet_ops'])}",
             "yes" if r["match"] else "NO: " + r["mismatch"],
         ]
         for r in rows
     ]
     return _markdown(header, lines)
+
+
+def fmt_speedup(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio < 2 else f"{ratio:.1f}x"
+
+
+def format_profiles(rows: List[Dict[str, Any]]) -> str:
+    """For whole-detector rows: the share of one profiled inference spent in the detection steps."""
+    lines = []
+    for r in rows:
+        prof = r.get("profile")
+        if not prof:
+            continue
+        lines.append(f"{r['op']} ({r['case']}): time in detection steps, one profiled inference")
+        for side in ("torchvision", "pydet_ops"):
+            p = prof[side]
+            steps = ", ".join(f"{k} {fmt_time(v)}" for k, v in sorted(p["steps"].items(), key=lambda kv: -kv[1]))
+            lines.append(
+                f"  {side:11s} {fmt_time(p['detection_s'])} of {fmt_time(p['total_s'])} "
+                f"({100 * p['share']:.1f} %): {steps}"
+            )
+    return "\n".join(lines)
 
 
 def _relative_spread(stats: Dict[str, float]) -> float:

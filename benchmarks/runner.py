@@ -72,6 +72,7 @@ def run_workload(workload: Workload, repeats: int, batch_s: float, measure_memor
     tv, ours = timing.compare(
         lambda: workload.torchvision_fn(*inputs), lambda: workload.pydet_fn(*inputs), repeats, batch_s
     )
+    profile = workload.profile(*inputs) if workload.profile is not None else None
     return {
         "op": workload.op,
         "case": workload.case,
@@ -84,6 +85,7 @@ def run_workload(workload: Workload, repeats: int, batch_s: float, measure_memor
         "memory": memory,
         "match": not mismatch,
         "mismatch": mismatch,
+        "profile": profile,
     }
 
 
@@ -134,6 +136,9 @@ def main(argv: List[str] = None) -> int:
     done = report.progress_line(len(workloads), len(workloads), "done")
     print(("\r" + done.ljust(100)) if interactive else done, file=sys.stderr, flush=True)
     print(report.format_table(rows))
+    notes = report.format_profiles(rows)
+    if notes:
+        print(notes)
 
     if args.json:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d")

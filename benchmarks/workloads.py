@@ -5,7 +5,7 @@ checked for equality before anything is timed.
 """
 
 import dataclasses
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torchvision
@@ -25,6 +25,7 @@ class Workload:
     sweep: str = ""  # name of the scaling curve this case is a point of ("" for none)
     size: int = 0  # the swept size (x axis of the curve)
     heavy: bool = False  # too slow for --quick (torchvision takes seconds)
+    profile: Optional[Callable[..., Dict[str, Any]]] = None  # extra figures from the inputs (whole detectors)
 
     @property
     def name(self) -> str:
@@ -295,9 +296,17 @@ def _helper_workloads() -> List[Workload]:
 
 
 def all_workloads() -> List[Workload]:
+    from .detection import detection_workloads
     from .sweeps import sweep_workloads
 
-    return _nms_workloads() + _iou_workloads() + _roi_workloads() + _helper_workloads() + sweep_workloads()
+    return (
+        _nms_workloads()
+        + _iou_workloads()
+        + _roi_workloads()
+        + _helper_workloads()
+        + detection_workloads()
+        + sweep_workloads()
+    )
 
 
 def select(ops_filter: str = "", quick: bool = False) -> List[Workload]:

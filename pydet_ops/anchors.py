@@ -106,6 +106,10 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
     size. The anchors of all levels are written by one op, and the result is cached per (feature sizes,
     strides, dtype, device), so repeated image sizes cost a copy.
 
+    One deliberate difference: torchvision converts its cell anchors in place to the feature maps' dtype,
+    so after a float16 call its float32 anchors carry float16 rounding (visible for sizes above 2048).
+    Here every dtype is converted from the cell anchors as built (or as last assigned).
+
     Args:
         sizes (Tuple[Tuple[int]]): anchor sizes (sqrt of area, pixels) per level.
         aspect_ratios (Tuple[Tuple[float]]): height / width ratios per level (one tuple is used for all levels).
@@ -143,7 +147,10 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
 
     @cell_anchors.setter
     def cell_anchors(self, value: List[Tensor]) -> None:
+        # The anchors as given are kept apart: every dtype is converted from them, so that (unlike
+        # torchvision, which converts its cell anchors in place) a float16 call never degrades later ones.
         self._cell_anchors = value
+        self._original_cells = list(value)
         self._cache = OrderedDict()
 
     def generate_anchors(
@@ -165,7 +172,7 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
     def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
         if all(c.dtype == dtype and c.device == device for c in self._cell_anchors):
             return
-        self._cell_anchors = [c.to(dtype=dtype, device=device) for c in self._cell_anchors]
+        self._cell_anchors = [c.to(dtype=dtype, device=device) for c in self._original_cells]
 
     def num_anchors_per_location(self) -> List[int]:
         return [len(s) * len(a) for s, a in zip(self.sizes, self.aspect_ratios)]

@@ -13,21 +13,22 @@
 
 #include <cmath>
 
+#include "common/float_math.h"
 #include "common/macros.h"
 
 namespace pydet_ops {
 namespace box_coding {
 
-// exp and log rounded correctly (to within the double-precision library's error) whatever the backend:
-// float arguments go through double. torch's own float exp/log are within an ulp or two of these.
+// exp and log: float arguments correctly rounded and identical on every backend (common/float_math.h);
+// torch's own float exp and log are within an ulp or two of these. double uses the math library.
 PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE float exp_(float v) {
-  return static_cast<float>(::exp(static_cast<double>(v)));
+  return float_math::exp(v);
 }
 PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE double exp_(double v) {
   return ::exp(v);
 }
 PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE float log_(float v) {
-  return static_cast<float>(::log(static_cast<double>(v)));
+  return float_math::log(v);
 }
 PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE double log_(double v) {
   return ::log(v);

@@ -4,11 +4,15 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <array>
 #include <cmath>
+#include <vector>
+#include <type_traits>
 
 #include "common/box_coding.h"
 #include "cpu/memory.h"
 #include "ops/checks.h"
+#include "ops/cpu/box_coder_kernel.h"
 
 namespace pydet_ops {
 namespace cpu {
@@ -16,6 +20,78 @@ namespace {
 
 void check_weights(at::ArrayRef<double> weights, const char* op) {
   TORCH_CHECK(weights.size() == 4, op, ": weights must hold 4 values (wx, wy, ww, wh), got ", weights.size());
+}
+
+template <typename T>
+void encode_all(const T* g, const T* p, int64_t n, at::ArrayRef<double> weights, T* o) {
+  using Acc = at::opmath_type<T>;
+  // torchvision holds the weights in a tensor of the boxes' dtype.
+  auto as_t = [](double v) { return static_cast<Acc>(static_cast<T>(v)); };
+  const box_coding::CoderWeights<Acc> wt{as_t(weights[0]), as_t(weights[1]), as_t(weights[2]), as_t(weights[3]),
+                                         Acc(0)};
+  if constexpr (std::is_same_v<T, float>) {
+    const auto encode_rows_fn = PYDET_SELECT_ISA(EncodeRowsFn, encode_rows);
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) { encode_rows_fn(g, p, begin, end, wt, o); });
+  } else {
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* gi = g + 4 * i;
+        const T* pi = p + 4 * i;
+        const auto gf = box_coding::box_frame<T, Acc>(gi[0], gi[1], gi[2], gi[3]);
+        const auto pf = box_coding::box_frame<T, Acc>(pi[0], pi[1], pi[2], pi[3]);
+        box_coding::encode_one<T, Acc>(gf, pf, wt, o + 4 * i);
+      }
+    });
+  }
+}
+
+template <typename T>
+void decode_all(const T* c, const T* b, int64_t n, int64_t k, at::ArrayRef<double> weights, double clip, T* o) {
+  using Acc = at::opmath_type<T>;
+  // torchvision divides by the weights as Python scalars and clamps with the clip in the codes' dtype.
+  const box_coding::CoderWeights<Acc> wt{static_cast<Acc>(weights[0]), static_cast<Acc>(weights[1]),
+                                         static_cast<Acc>(weights[2]), static_cast<Acc>(weights[3]),
+                                         static_cast<Acc>(static_cast<T>(clip))};
+  const int64_t grain = std::max<int64_t>(1, 4096 / k);
+  if constexpr (std::is_same_v<T, float>) {
+    const auto decode_rows_fn = PYDET_SELECT_ISA(DecodeRowsFn, decode_rows);
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { decode_rows_fn(c, b, begin, end, k, wt, o); });
+  } else {
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* bi = b + 4 * i;
+        const auto frame = box_coding::box_frame<T, Acc>(bi[0], bi[1], bi[2], bi[3]);
+        const T* ci = c + 4 * k * i;
+        T* oi = o + 4 * k * i;
+        for (int64_t j = 0; j < k; ++j) {
+          box_coding::decode_one<T, Acc>(ci[4 * j], ci[4 * j + 1], ci[4 * j + 2], ci[4 * j + 3], frame, wt,
+                                         oi + 4 * j);
+        }
+      }
+    });
+  }
+}
+
+// Inputs of two dtypes: torchvision computes each box set's width and centre in that set's own dtype, and
+// the rest in the promoted dtype with the weights taken in the reference boxes' dtype. A rare case, computed
+// here with the same tensor operations so the results are identical.
+at::Tensor encode_mixed_dtypes(const at::Tensor& reference_boxes, const at::Tensor& proposals,
+                               at::ArrayRef<double> weights) {
+  auto frame = [](const at::Tensor& b) {
+    const at::Tensor w = b.select(1, 2) - b.select(1, 0);
+    const at::Tensor h = b.select(1, 3) - b.select(1, 1);
+    return std::array<at::Tensor, 4>{w, h, b.select(1, 0) + 0.5 * w, b.select(1, 1) + 0.5 * h};
+  };
+  const auto g = frame(reference_boxes);
+  const auto p = frame(proposals);
+  const at::Tensor wt = at::tensor(std::vector<double>(weights.begin(), weights.end()),
+                                   reference_boxes.options().dtype(at::kDouble))
+                            .to(reference_boxes.scalar_type());
+  const at::Tensor dx = wt[0] * (g[2] - p[2]) / p[0];
+  const at::Tensor dy = wt[1] * (g[3] - p[3]) / p[1];
+  const at::Tensor dw = wt[2] * at::log(g[0] / p[0]);
+  const at::Tensor dh = wt[3] * at::log(g[1] / p[1]);
+  return at::stack({dx, dy, dw, dh}, 1);
 }
 
 at::Tensor encode_boxes_cpu(const at::Tensor& reference_boxes, const at::Tensor& proposals,
@@ -29,31 +105,18 @@ at::Tensor encode_boxes_cpu(const at::Tensor& reference_boxes, const at::Tensor&
               ": reference_boxes and proposals must have the same number of boxes, got ", reference_boxes.size(0),
               " and ", proposals.size(0));
   check_weights(weights, op);
-  const auto dtype = at::promote_types(reference_boxes.scalar_type(), proposals.scalar_type());
-  const at::Tensor ref = reference_boxes.to(dtype).contiguous();
-  const at::Tensor prop = proposals.to(dtype).contiguous();
+  if (reference_boxes.scalar_type() != proposals.scalar_type()) {
+    return encode_mixed_dtypes(reference_boxes, proposals, weights);
+  }
+  const auto dtype = reference_boxes.scalar_type();
+  const at::Tensor ref = reference_boxes.contiguous();
+  const at::Tensor prop = proposals.contiguous();
   const int64_t n = ref.size(0);
   at::Tensor out = empty_large({n, 4}, ref.options());
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "encode_boxes_cpu", [&] {
-    using T = scalar_t;
-    using Acc = at::opmath_type<T>;
-    // torchvision holds the weights in a tensor of the boxes' dtype.
-    auto as_t = [](double v) { return static_cast<Acc>(static_cast<T>(v)); };
-    const box_coding::CoderWeights<Acc> wt{as_t(weights[0]), as_t(weights[1]), as_t(weights[2]), as_t(weights[3]),
-                                           Acc(0)};
-    const T* g = ref.const_data_ptr<T>();
-    const T* p = prop.const_data_ptr<T>();
-    T* o = out.mutable_data_ptr<T>();
-    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T* gi = g + 4 * i;
-        const T* pi = p + 4 * i;
-        const auto gf = box_coding::box_frame<T, Acc>(gi[0], gi[1], gi[2], gi[3]);
-        const auto pf = box_coding::box_frame<T, Acc>(pi[0], pi[1], pi[2], pi[3]);
-        box_coding::encode_one<T, Acc>(gf, pf, wt, o + 4 * i);
-      }
-    });
+    encode_all<scalar_t>(ref.const_data_ptr<scalar_t>(), prop.const_data_ptr<scalar_t>(), n, weights,
+                         out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
@@ -84,28 +147,8 @@ at::Tensor decode_boxes_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes
   at::Tensor out = empty_large({n, 4 * k}, codes.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codes.scalar_type(), "decode_boxes_cpu", [&] {
-    using T = scalar_t;
-    using Acc = at::opmath_type<T>;
-    // torchvision divides by the weights as Python scalars and clamps with the clip in the codes' dtype.
-    const box_coding::CoderWeights<Acc> wt{static_cast<Acc>(weights[0]), static_cast<Acc>(weights[1]),
-                                           static_cast<Acc>(weights[2]), static_cast<Acc>(weights[3]),
-                                           static_cast<Acc>(static_cast<T>(bbox_xform_clip))};
-    const T* c = codes.const_data_ptr<T>();
-    const T* b = ref.const_data_ptr<T>();
-    T* o = out.mutable_data_ptr<T>();
-    const int64_t grain = std::max<int64_t>(1, 4096 / k);
-    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T* bi = b + 4 * i;
-        const auto frame = box_coding::box_frame<T, Acc>(bi[0], bi[1], bi[2], bi[3]);
-        const T* ci = c + 4 * k * i;
-        T* oi = o + 4 * k * i;
-        for (int64_t j = 0; j < k; ++j) {
-          box_coding::decode_one<T, Acc>(ci[4 * j], ci[4 * j + 1], ci[4 * j + 2], ci[4 * j + 3], frame, wt,
-                                         oi + 4 * j);
-        }
-      }
-    });
+    decode_all<scalar_t>(codes.const_data_ptr<scalar_t>(), ref.const_data_ptr<scalar_t>(), n, k, weights,
+                         bbox_xform_clip, out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
