@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstring>
+
 #include <cmath>
 #include <vector>
 
@@ -63,8 +65,11 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   const at::Tensor r = prepared_rois(rois, compute, first.size(0), kOp);
   const auto format = layout_of(first);
   const int64_t num_rois = rois.size(0), channels = first.size(1);
-  at::Tensor output = zeros_large({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
-  if (num_rois == 0 || channels == 0) return output;
+  if (num_rois == 0 || channels == 0) {
+    return zeros_large({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
+  }
+  // Every RoI's block of the output is written below (zeros for a RoI with no level or an empty map).
+  at::Tensor output = empty_large({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
 
   const std::vector<int> levels = AT_DISPATCH_FLOATING_TYPES(compute, "levels_of", [&] {
     return levels_of<scalar_t>(r, scales, canonical_scale, canonical_level);
@@ -88,9 +93,15 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   }
   const MapView out = view_of(output);
   const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
+  // One RoI's block of the output is contiguous in both layouts; all-zero bits are 0.0 in every float type.
+  const size_t block_bytes = static_cast<size_t>(channels * pooled_height * pooled_width) * output.element_size();
+  char* output_bytes = static_cast<char*>(output.mutable_data_ptr());
   for_each_unit(num_rois, [&](int64_t k) {
     const int l = levels[k];
-    if (l < 0 || views[l].height == 0 || views[l].width == 0) return;  // stays zero
+    if (l < 0 || views[l].height == 0 || views[l].width == 0) {
+      std::memset(output_bytes + k * block_bytes, 0, block_bytes);  // pools to zero
+      return;
+    }
     forward(params[l], views[l], out, k, k + 1, 0, channels);
   });
   return output;
@@ -125,7 +136,8 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
     TORCH_CHECK(s[0] == batch && s[1] == channels && s[2] >= 0 && s[3] >= 0, op,
                 ": every level must have the batch size and channels of the first, got ", at::IntArrayRef(s, 4));
     // Channels_last accumulation: the loops vectorise over channels, and levels are small next to the RoIs.
-    grads.push_back(zeros_large({s[0], s[1], s[2], s[3]}, grad.options().dtype(compute), at::MemoryFormat::ChannelsLast));
+    grads.push_back(
+        zeros_large({s[0], s[1], s[2], s[3]}, grad.options().dtype(compute), at::MemoryFormat::ChannelsLast));
     views.push_back(view_of(grads.back()));
     params.push_back(params_for(r, scales[l], pooled_height, pooled_width, sampling_ratio, false, grad.scalar_type()));
   }

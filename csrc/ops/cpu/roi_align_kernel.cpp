@@ -76,7 +76,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
       format == at::MemoryFormat::ChannelsLast || worth_channels_last(reads, batch_size, height, width);
   at::Tensor grad_input =
       zeros_large({batch_size, channels, height, width}, grad.options().dtype(compute),
-               accumulate_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+                  accumulate_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 
   const RoiAlignParams p = params_for(r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
                                       grad.scalar_type());

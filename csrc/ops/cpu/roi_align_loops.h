@@ -11,6 +11,24 @@ namespace cpu {
 namespace PYDET_ISA_NAMESPACE {
 namespace {
 
+// NCHW output written from a channels_last map: rather than one strided store per channel and bin, a RoI's
+// bins are staged channels_last (contiguous, vector stores) and moved into the output by one register
+// transpose. For 32-bit elements and whole-channel, contiguous NCHW outputs.
+template <typename E>
+bool stage_roi_output(const RoiAlignParams& p, const MapView& out, int64_t c_begin, int64_t c_end,
+                      bool unit_channel_stride) {
+  const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
+  return sizeof(E) == 4 && unit_channel_stride && out.stride_c != 1 && c_begin == 0 && c_end == out.channels &&
+         out.stride_w == 1 && out.stride_h == p.pooled_w && out.stride_c == bins && out.stride_n == bins * out.channels;
+}
+
+// stage[bin][c] (bins x nc, 32-bit) -> out[c][bin].
+template <typename E>
+PYDET_ALWAYS_INLINE void unstage(const E* stage, E* out, int64_t bins, int64_t nc) {
+  transpose_block(reinterpret_cast<const uint32_t*>(stage), reinterpret_cast<uint32_t*>(out), bins, nc, 0, bins, 0,
+                  nc);
+}
+
 template <typename E, bool kUnitChannelStride>
 void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const MapView& out, int64_t roi_begin,
                             int64_t roi_end, int64_t c_begin, int64_t c_end) {
@@ -23,6 +41,9 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
   T* PYDET_RESTRICT acc = acc_store.data();
   const E* input = static_cast<const E*>(in.data);
   E* output = static_cast<E*>(out.data);
+  const bool staged = stage_roi_output<E>(p, out, c_begin, c_end, kUnitChannelStride);
+  const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
+  std::vector<E> stage_store(staged ? static_cast<size_t>(bins * nc) : 0);
 
   for (int64_t k = roi_begin; k < roi_end; ++k) {
     const T* roi = rois + 5 * k;
@@ -50,7 +71,10 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
           }
         }
         E* PYDET_RESTRICT o = output + k * out.stride_n + c_begin * out.stride_c + ph * out.stride_h + pw * out.stride_w;
-        if (out.stride_c == 1) {
+        if (staged) {
+          E* PYDET_RESTRICT st = stage_store.data() + (int64_t(ph) * p.pooled_w + pw) * nc;
+          for (int64_t c = 0; c < nc; ++c) st[c] = Element<E>::store(acc[c] / g.count);
+        } else if (out.stride_c == 1) {
           for (int64_t c = 0; c < nc; ++c) o[c] = Element<E>::store(acc[c] / g.count);
         } else {
           const int64_t osc = out.stride_c;
@@ -58,6 +82,7 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
         }
       }
     }
+    if (staged) unstage(stage_store.data(), output + k * out.stride_n, bins, nc);
   }
 }
 

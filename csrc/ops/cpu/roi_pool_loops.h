@@ -21,6 +21,10 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
   int32_t* PYDET_RESTRICT best_at = arg_store.data();
   const E* input = static_cast<const E*>(in.data);
   E* output = static_cast<E*>(out.data);
+  const bool staged = stage_roi_output<E>(p, out, c_begin, c_end, kUnitChannelStride);
+  const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
+  std::vector<E> stage_store(staged ? static_cast<size_t>(bins * nc) : 0);
+  std::vector<int32_t> stage_arg(staged ? static_cast<size_t>(bins * nc) : 0);
 
   for (int64_t k = roi_begin; k < roi_end; ++k) {
     const T* roi = rois + 5 * k;
@@ -56,7 +60,15 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
         }
         const int64_t o = k * out.stride_n + c_begin * out.stride_c + ph * out.stride_h + pw * out.stride_w;
         // argmax has the output's layout.
-        if (out.stride_c == 1) {
+        if (staged) {
+          const int64_t bin = int64_t(ph) * p.pooled_w + pw;
+          E* PYDET_RESTRICT out_c = stage_store.data() + bin * nc;
+          int32_t* PYDET_RESTRICT arg_c = stage_arg.data() + bin * nc;
+          for (int64_t c = 0; c < nc; ++c) {
+            out_c[c] = Element<E>::store(best[c]);
+            arg_c[c] = best_at[c];
+          }
+        } else if (out.stride_c == 1) {
           E* PYDET_RESTRICT out_c = output + o;
           int32_t* PYDET_RESTRICT arg_c = argmax + o;
           for (int64_t c = 0; c < nc; ++c) {
@@ -70,6 +82,10 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
           }
         }
       }
+    }
+    if (staged) {
+      unstage(stage_store.data(), output + k * out.stride_n, bins, nc);
+      unstage(stage_arg.data(), argmax + k * out.stride_n, bins, nc);
     }
   }
 }

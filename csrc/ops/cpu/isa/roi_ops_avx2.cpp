@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/roi_align_math.h"
+#include "cpu/transpose.h"
 #include "cpu/element_types.h"
 #include "ops/cpu/roi_align_kernel.h"
 
