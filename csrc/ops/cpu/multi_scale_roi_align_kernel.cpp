@@ -3,9 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cstring>
-
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common/roi_align_math.h"
