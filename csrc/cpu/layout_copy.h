@@ -18,13 +18,19 @@ namespace cpu {
 
 namespace detail {
 
-// dst[b][c][r] = src[b][r][c] for `batches` matrices of rows x cols elements of type E, in 64x64 tiles
-// (32-bit elements through the per-ISA register transposes).
+// dst[b][c][r] = src[b][r][c] for `batches` matrices of rows x cols elements of type E, in tiles (32-bit
+// elements through the per-ISA register transposes). Where one side's rows lie a page or more apart (the
+// channel planes of a large NCHW map), a tile spans only 16 of them and streams 256 elements along each,
+// so the pages a tile touches stay within the TLB; otherwise tiles are 64 x 64.
 template <typename E>
 void transpose_matrices(const E* src, E* dst, int64_t batches, int64_t rows, int64_t cols) {
-  constexpr int64_t kTile = 64;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile;
-  const int64_t col_tiles = (cols + kTile - 1) / kTile;
+  constexpr int64_t kPage = 4096;
+  const bool src_rows_far = cols * int64_t(sizeof(E)) >= kPage;
+  const bool dst_rows_far = rows * int64_t(sizeof(E)) >= kPage;
+  const int64_t kTileRows = src_rows_far ? 16 : dst_rows_far ? 256 : 64;
+  const int64_t kTileCols = src_rows_far ? 256 : dst_rows_far ? 16 : 64;
+  const int64_t row_tiles = (rows + kTileRows - 1) / kTileRows;
+  const int64_t col_tiles = (cols + kTileCols - 1) / kTileCols;
   const int64_t tiles = batches * row_tiles * col_tiles;
   TransposeBlockFn block32 = nullptr;
   if constexpr (sizeof(E) == 4) block32 = PYDET_SELECT_ISA(TransposeBlockFn, transpose_block);
@@ -32,8 +38,8 @@ void transpose_matrices(const E* src, E* dst, int64_t batches, int64_t rows, int
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / (row_tiles * col_tiles);
       const int64_t rest = t - b * row_tiles * col_tiles;
-      const int64_t r0 = (rest / col_tiles) * kTile, c0 = (rest % col_tiles) * kTile;
-      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+      const int64_t r0 = (rest / col_tiles) * kTileRows, c0 = (rest % col_tiles) * kTileCols;
+      const int64_t r1 = std::min(rows, r0 + kTileRows), c1 = std::min(cols, c0 + kTileCols);
       const E* s = src + b * rows * cols;
       E* d = dst + b * rows * cols;
       if constexpr (sizeof(E) == 4) {
