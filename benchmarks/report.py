@@ -122,6 +122,7 @@ def plot(rows: List[Dict[str, Any]], env: Dict[str, Any], directory: str) -> Lis
         ax.barh(range(len(cases)), values, color=colors)
         ax.set_yticks(range(len(cases)), labels, fontsize=8)
         ax.set_xscale("log")
+        ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 2.5)  # room for the labels
         ax.axvline(1.0, color="black", linewidth=0.8)
         for i, v in enumerate(values):
             ax.text(v, i, f" {v:.1f}x", va="center", fontsize=7)
