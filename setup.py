@@ -8,6 +8,8 @@ Environment switches:
                        Without it, CUDA sources are compiled only when torch sees a GPU.
   PYDET_OPS_NATIVE=1   add -march=native (local builds only: the binary then needs this CPU).
   DEBUG=1              -O0 -g instead of the release flags.
+  PYDET_OPS_SANITIZE=1 AddressSanitizer + UndefinedBehaviorSanitizer build (-O1 -g); run it with the ASan
+                       runtime preloaded into Python (scripts/sanitize.sh does both).
   MAX_JOBS=N           parallel compile jobs (ninja).
 
 The per-ISA kernels (csrc/ops/cpu/isa/) select AVX2 / AVX-512 with target pragmas, so a default build runs on
@@ -46,7 +48,8 @@ def _sources(pattern: str) -> list:
 def _extension():
     with_cuda = _want_cuda()
     sources = _sources("*.cpp")
-    cxx = ["-O0", "-g"] if _flag("DEBUG") else ["-O3"]
+    sanitize = _flag("PYDET_OPS_SANITIZE")
+    cxx = ["-O0", "-g"] if _flag("DEBUG") else ["-O1", "-g"] if sanitize else ["-O3"]
     # No fused multiply-add contraction: results must round like torchvision's separate tensor ops.
     cxx += ["-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
     # Floating-point operations do not trap (the default anyway): lets the compiler evaluate both sides of a
@@ -57,6 +60,13 @@ def _extension():
     cxx.append("-fopenmp")
     if _flag("PYDET_OPS_NATIVE"):
         cxx.append("-march=native")
+    link = ["-fopenmp"]
+    if sanitize:
+        # vptr checks need RTTI of torch's own (uninstrumented) classes: off. Any report aborts the process.
+        flags = ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-sanitize-recover=all",
+                 "-fno-omit-frame-pointer"]
+        cxx += flags
+        link += flags
     define_macros = []
     extra_compile_args = {"cxx": cxx}
     if with_cuda:
@@ -70,7 +80,7 @@ def _extension():
             include_dirs=[os.path.join(ROOT, CSRC)],
             define_macros=define_macros,
             extra_compile_args=extra_compile_args,
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
         )
     return CppExtension(
         "pydet_ops._C",
@@ -78,7 +88,7 @@ def _extension():
         include_dirs=[os.path.join(ROOT, CSRC)],
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link,
     )
 
 
