@@ -2,7 +2,7 @@
 //
 // Tensor::copy_ walks the destination in order and reads the source across all channels at once (one page
 // per channel for a large map), single-threaded: 15 ms for a 256x200x272 float map, 5 times a plain copy.
-// Square tiles keep both sides' cache lines in L1 and split across threads.
+// Tiles keep both sides' cache lines (and pages) close at hand and split across threads.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -6,8 +6,8 @@
 
 #include <array>
 #include <cmath>
-#include <vector>
 #include <type_traits>
+#include <vector>
 
 #include "common/box_coding.h"
 #include "cpu/memory.h"
