@@ -1,6 +1,10 @@
 """The CPU memory plumbing under the kernels: NCHW <-> channels_last conversion (tiled, per-ISA register
 transposes) and the pool that large results and temporaries come from."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -74,10 +78,7 @@ def test_cache_holds_idle_memory_until_emptied():
     assert pydet_ops.cpu_cache_bytes() == 0
 
 
-def test_cache_limit_from_environment(tmp_path):
-    import subprocess
-    import sys
-
+def test_cache_limit_from_environment():
     code = (
         "import torch, pydet_ops\n"
         "x = torch.randn(1, 64, 128, 128)\n"
@@ -87,10 +88,10 @@ def test_cache_limit_from_environment(tmp_path):
         "print(pydet_ops.cpu_cache_bytes())\n"
     )
     for value, check in (("0", lambda b: b == 0), ("1024", lambda b: b > 0)):
-        env = dict(__import__("os").environ, PYDET_OPS_CPU_CACHE_MB=value)
+        env = dict(os.environ, PYDET_OPS_CPU_CACHE_MB=value)
         res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         assert check(int(res.stdout.strip().splitlines()[-1])), (value, res.stdout)
-    env = dict(__import__("os").environ, PYDET_OPS_CPU_CACHE_MB="lots")
+    env = dict(os.environ, PYDET_OPS_CPU_CACHE_MB="lots")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "PYDET_OPS_CPU_CACHE_MB" in res.stderr
