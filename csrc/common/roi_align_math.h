@@ -65,6 +65,33 @@ PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE T sample_coord(T start, T bin, int p, int 
   return start + static_cast<T>(p) * bin + static_cast<T>(i + .5f) * bin / static_cast<T>(grid);
 }
 
+// Bilinear interpolation along one axis: the two neighbouring pixels of coordinate v and the weight of
+// each (`frac` for `high`, `rest` = 1 - frac for `low`). Bilinear sampling is separable: a point's taps
+// are those of its y and of its x, so a RoI's taps can be worked out once per row and once per column of
+// sampling points.
+template <typename T>
+struct AxisTap {
+  int low, high;
+  T frac, rest;
+};
+
+// Returns false for v outside [-1, size] (or NaN): such a point contributes nothing.
+template <typename T>
+PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE bool axis_tap(T v, int size, AxisTap<T>& t) {
+  if (!(v >= T(-1) && v <= static_cast<T>(size))) return false;
+  if (v <= T(0)) v = T(0);
+  t.low = static_cast<int>(v);
+  if (t.low >= size - 1) {
+    t.high = t.low = size - 1;
+    v = static_cast<T>(t.low);
+  } else {
+    t.high = t.low + 1;
+  }
+  t.frac = v - static_cast<T>(t.low);
+  t.rest = T(1) - t.frac;
+  return true;
+}
+
 // The four pixels around (y, x) and their bilinear weights. Returns false for points outside
 // [-1, height] x [-1, width] (or NaN), which contribute nothing.
 template <typename T>
@@ -74,34 +101,23 @@ struct BilinearTaps {
 };
 
 template <typename T>
+PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE void combine_taps(const AxisTap<T>& ty, const AxisTap<T>& tx,
+                                                        BilinearTaps<T>& t) {
+  t.y_low = ty.low;
+  t.y_high = ty.high;
+  t.x_low = tx.low;
+  t.x_high = tx.high;
+  t.w1 = ty.rest * tx.rest;
+  t.w2 = ty.rest * tx.frac;
+  t.w3 = ty.frac * tx.rest;
+  t.w4 = ty.frac * tx.frac;
+}
+
+template <typename T>
 PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE bool bilinear_taps(T y, T x, int height, int width, BilinearTaps<T>& t) {
-  if (!(y >= T(-1) && y <= static_cast<T>(height) && x >= T(-1) && x <= static_cast<T>(width))) {
-    return false;
-  }
-  if (y <= T(0)) y = T(0);
-  if (x <= T(0)) x = T(0);
-  t.y_low = static_cast<int>(y);
-  t.x_low = static_cast<int>(x);
-  if (t.y_low >= height - 1) {
-    t.y_high = t.y_low = height - 1;
-    y = static_cast<T>(t.y_low);
-  } else {
-    t.y_high = t.y_low + 1;
-  }
-  if (t.x_low >= width - 1) {
-    t.x_high = t.x_low = width - 1;
-    x = static_cast<T>(t.x_low);
-  } else {
-    t.x_high = t.x_low + 1;
-  }
-  const T ly = y - static_cast<T>(t.y_low);
-  const T lx = x - static_cast<T>(t.x_low);
-  const T hy = T(1) - ly;
-  const T hx = T(1) - lx;
-  t.w1 = hy * hx;
-  t.w2 = hy * lx;
-  t.w3 = ly * hx;
-  t.w4 = ly * lx;
+  AxisTap<T> ty, tx;
+  if (!axis_tap(y, height, ty) || !axis_tap(x, width, tx)) return false;
+  combine_taps(ty, tx, t);
   return true;
 }
 

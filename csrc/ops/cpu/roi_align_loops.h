@@ -13,13 +13,13 @@ namespace {
 
 // NCHW output written from a channels_last map: rather than one strided store per channel and bin, a RoI's
 // bins are staged channels_last (contiguous, vector stores) and moved into the output by one register
-// transpose. For 32-bit elements and whole-channel, contiguous NCHW outputs.
+// transpose. For 32-bit elements and NCHW outputs whose planes are contiguous (a RoI's channels
+// [c_begin, c_end) are then one contiguous block).
 template <typename E>
-bool stage_roi_output(const RoiAlignParams& p, const MapView& out, int64_t c_begin, int64_t c_end,
-                      bool unit_channel_stride) {
+bool stage_roi_output(const RoiAlignParams& p, const MapView& out, bool unit_channel_stride) {
   const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
-  return sizeof(E) == 4 && unit_channel_stride && out.stride_c != 1 && c_begin == 0 && c_end == out.channels &&
-         out.stride_w == 1 && out.stride_h == p.pooled_w && out.stride_c == bins && out.stride_n == bins * out.channels;
+  return sizeof(E) == 4 && unit_channel_stride && out.stride_c != 1 && out.stride_w == 1 &&
+         out.stride_h == p.pooled_w && out.stride_c == bins;
 }
 
 // stage[bin][c] (bins x nc, 32-bit) -> out[c][bin].
@@ -27,6 +27,29 @@ template <typename E>
 PYDET_ALWAYS_INLINE void unstage(const E* stage, E* out, int64_t bins, int64_t nc) {
   transpose_block(reinterpret_cast<const uint32_t*>(stage), reinterpret_cast<uint32_t*>(out), bins, nc, 0, bins, 0,
                   nc);
+}
+
+// The sampling points of a RoI along one axis (bin p, point i at [p * grid + i]): their bilinear taps and
+// the element offsets of the two neighbouring rows (or columns). Computed once per RoI; a point's 2-D taps
+// are those of its row and column.
+template <typename T>
+struct AxisSamples {
+  roi_math::AxisTap<T> tap;
+  int64_t low_offset, high_offset;
+  bool inside;
+};
+
+template <typename T>
+void axis_samples(T start, T bin, int pooled, int grid, int size, int64_t stride, std::vector<AxisSamples<T>>& out) {
+  out.resize(static_cast<size_t>(int64_t(pooled) * grid));
+  for (int p = 0; p < pooled; ++p) {
+    for (int i = 0; i < grid; ++i) {
+      AxisSamples<T>& a = out[int64_t(p) * grid + i];
+      a.inside = roi_math::axis_tap(roi_math::sample_coord(start, bin, p, i, grid), size, a.tap);
+      a.low_offset = a.inside ? a.tap.low * stride : 0;
+      a.high_offset = a.inside ? a.tap.high * stride : 0;
+    }
+  }
 }
 
 template <typename E, bool kUnitChannelStride>
@@ -41,29 +64,35 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
   T* PYDET_RESTRICT acc = acc_store.data();
   const E* input = static_cast<const E*>(in.data);
   E* output = static_cast<E*>(out.data);
-  const bool staged = stage_roi_output<E>(p, out, c_begin, c_end, kUnitChannelStride);
+  const bool staged = stage_roi_output<E>(p, out, kUnitChannelStride);
   const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
   std::vector<E> stage_store(staged ? static_cast<size_t>(bins * nc) : 0);
+
+  std::vector<AxisSamples<T>> rows, cols;
 
   for (int64_t k = roi_begin; k < roi_end; ++k) {
     const T* roi = rois + 5 * k;
     const int64_t b = static_cast<int64_t>(roi[0]);
     const auto g = roi_math::roi_align_geometry<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(p.spatial_scale),
                                                    p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+    axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, height, in.stride_h, rows);
+    axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, width, in.stride_w, cols);
     const E* base = input + b * in.stride_n + c_begin * in.stride_c;
     for (int ph = 0; ph < p.pooled_h; ++ph) {
       for (int pw = 0; pw < p.pooled_w; ++pw) {
         for (int64_t c = 0; c < nc; ++c) acc[c] = T(0);
         for (int iy = 0; iy < g.grid_h; ++iy) {
-          const T y = roi_math::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h);
+          const AxisSamples<T>& ty = rows[int64_t(ph) * g.grid_h + iy];
+          if (!ty.inside) continue;
           for (int ix = 0; ix < g.grid_w; ++ix) {
-            const T x = roi_math::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
+            const AxisSamples<T>& tx = cols[int64_t(pw) * g.grid_w + ix];
+            if (!tx.inside) continue;
             roi_math::BilinearTaps<T> t;
-            if (!roi_math::bilinear_taps(y, x, height, width, t)) continue;
-            const E* PYDET_RESTRICT v1 = base + t.y_low * in.stride_h + t.x_low * in.stride_w;
-            const E* PYDET_RESTRICT v2 = base + t.y_low * in.stride_h + t.x_high * in.stride_w;
-            const E* PYDET_RESTRICT v3 = base + t.y_high * in.stride_h + t.x_low * in.stride_w;
-            const E* PYDET_RESTRICT v4 = base + t.y_high * in.stride_h + t.x_high * in.stride_w;
+            roi_math::combine_taps(ty.tap, tx.tap, t);
+            const E* PYDET_RESTRICT v1 = base + ty.low_offset + tx.low_offset;
+            const E* PYDET_RESTRICT v2 = base + ty.low_offset + tx.high_offset;
+            const E* PYDET_RESTRICT v3 = base + ty.high_offset + tx.low_offset;
+            const E* PYDET_RESTRICT v4 = base + ty.high_offset + tx.high_offset;
             for (int64_t c = 0; c < nc; ++c) {
               acc[c] += t.w1 * Element<E>::load(v1[c * sc]) + t.w2 * Element<E>::load(v2[c * sc]) +
                         t.w3 * Element<E>::load(v3[c * sc]) + t.w4 * Element<E>::load(v4[c * sc]);
@@ -82,7 +111,7 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
         }
       }
     }
-    if (staged) unstage(stage_store.data(), output + k * out.stride_n, bins, nc);
+    if (staged) unstage(stage_store.data(), output + k * out.stride_n + c_begin * out.stride_c, bins, nc);
   }
 }
 

@@ -21,7 +21,7 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
   int32_t* PYDET_RESTRICT best_at = arg_store.data();
   const E* input = static_cast<const E*>(in.data);
   E* output = static_cast<E*>(out.data);
-  const bool staged = stage_roi_output<E>(p, out, c_begin, c_end, kUnitChannelStride);
+  const bool staged = stage_roi_output<E>(p, out, kUnitChannelStride);
   const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
   std::vector<E> stage_store(staged ? static_cast<size_t>(bins * nc) : 0);
   std::vector<int32_t> stage_arg(staged ? static_cast<size_t>(bins * nc) : 0);
@@ -84,8 +84,9 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
       }
     }
     if (staged) {
-      unstage(stage_store.data(), output + k * out.stride_n, bins, nc);
-      unstage(stage_arg.data(), argmax + k * out.stride_n, bins, nc);
+      const int64_t at = k * out.stride_n + c_begin * out.stride_c;
+      unstage(stage_store.data(), output + at, bins, nc);
+      unstage(stage_arg.data(), argmax + at, bins, nc);
     }
   }
 }
