@@ -1,0 +1,1 @@
+"""Reference detectors built on pydet_ops."""
