@@ -180,8 +180,8 @@ def train_one_epoch(model, optimizer, scheduler, loader, device: str, epoch: int
         steps += 1
         images += len(batch)
         for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        sums["loss"] = sums.get("loss", 0.0) + float(loss)
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         text = f"loss {sums['loss'] / steps:.4f} lr {optimizer.param_groups[0]['lr']:.4g}"
         progress.update(step, text)
         if log is not None and (step % log_every == 0 or step == len(loader)):
