@@ -44,12 +44,13 @@ def main(argv=None) -> int:
     trained = state.get("args", {})
     dataset = build_dataset(
         args.data,
-        num_images=args.images or trained.get("val_images", 300),
-        image_size=args.image_size or trained.get("image_size", 128),
+        num_images=args.images if args.images is not None else trained.get("val_images", 300),
+        image_size=args.image_size if args.image_size is not None else trained.get("image_size", 128),
         seed=args.seed if args.seed is not None else trained.get("data_seed", 0) + 1000,
     )
     progress = Progress(len(dataset), "evaluating", every=max(1, len(dataset) // 10))
-    metrics = evaluate_detector(model, dataset, args.batch_size, args.device, progress=progress.update)
+    metrics = evaluate_detector(model, dataset, args.batch_size, args.device,
+                                 progress=lambda done, total: progress.update(done))
     print(metrics["summary"].rstrip())
     print(f"\n{'class':<16}{'AP@[.5:.95]':>12}{'AP@.5':>10}")
     for name, ap in metrics["per_class"].items():

@@ -84,10 +84,11 @@ def coco_metrics(ground_truth: COCO, results: List[Dict]) -> Dict:
     with contextlib.redirect_stdout(io.StringIO()):
         detections = ground_truth.loadRes(results)
     evaluator = COCOeval(ground_truth, detections, "bbox")
-    summary = io.StringIO()
-    with contextlib.redirect_stdout(summary):
+    with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
         evaluator.summarize()
     precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
     per_class = {}

@@ -117,12 +117,13 @@ def main(argv=None) -> int:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state.get("best_map50", -1.0)
-        torch.set_rng_state(state["rng"])
         generator.set_state(state["loader_rng"])
         log(f"resumed from {args.resume} after epoch {state['epoch']}")
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    torch.manual_seed(args.seed * 1000 + rank + start_epoch)  # sampling of anchors and RoIs, per process
+    torch.manual_seed(args.seed * 1000 + rank)  # sampling of anchors and RoIs, per process
+    if args.resume and world == 1:
+        torch.set_rng_state(state["rng"])  # a resumed single-process run continues the same random stream
 
     if main_process:
         (out / "config.json").write_text(json.dumps({"detector": config.to_dict(), "args": vars(args),
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
                 + ", ".join(f"{k} {v['AP50']:.3f}" for k, v in metrics["per_class"].items()))
             if metrics["mAP50"] > best:
                 best = metrics["mAP50"]
-                save_checkpoint(out / "checkpoint_best.pt", model, epoch=epoch, best_map50=best)
+                save_checkpoint(out / "checkpoint_best.pt", model, epoch=epoch, best_map50=best, args=vars(args))
         if main_process:
             save_checkpoint(out / "checkpoint_last.pt", model, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), epoch=epoch, best_map50=best,

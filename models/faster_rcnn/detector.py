@@ -41,6 +41,10 @@ class FasterRCNN(nn.Module):
         config.validate()
         self.backbone = build_backbone(config.backbone, config.backbone_width)
         channels, stride = self.backbone.out_channels, self.backbone.stride
+        if config.size_divisible % stride:
+            # Padded sizes must be whole multiples of the stride, or anchors would be laid out at the wrong pitch.
+            raise ValueError(f"DetectorConfig: size_divisible ({config.size_divisible}) must be a multiple of the "
+                             f"{config.backbone} backbone's stride ({stride})")
         self.rpn = RegionProposalNetwork(channels, config)
         self.roi_heads = RoIHead(channels, stride, config)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(3, 1, 1), persistent=False)
