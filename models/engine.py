@@ -96,10 +96,9 @@ def barrier() -> None:
 def _past(deadline: float) -> bool:
     """Whether the deadline has passed, agreed by every process (so that all stop at the same step)."""
     late = torch.tensor([1 if time.time() >= deadline else 0])
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
-        dist.all_reduce(late, op=dist.ReduceOp.MAX)
-    elif dist.is_available() and dist.is_initialized():
-        late = late.cuda()
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            late = late.cuda()
         dist.all_reduce(late, op=dist.ReduceOp.MAX)
     return bool(late.item())
 

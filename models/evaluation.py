@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,16 +16,18 @@ from torch.utils.data import DataLoader, Dataset
 from .data import collate_fn
 
 
-def coco_ground_truth(dataset: Dataset) -> COCO:
+def coco_ground_truth(dataset: Dataset, samples: Optional[Iterable[Tuple[Tuple[int, int], Dict]]] = None) -> COCO:
     """The dataset's ground truth as a pycocotools COCO object: its own (`dataset.coco`, for COCO folders),
-    or built from its targets (synthetic data; category ids are the labels 1..K)."""
+    or built from its targets (synthetic data; category ids are the labels 1..K). `samples`, ((height,
+    width), target) per image, saves reading the dataset again when the caller already has them."""
     if hasattr(dataset, "coco"):
         return dataset.coco
+    if samples is None:
+        samples = (((int(im.shape[1]), int(im.shape[2])), t) for im, t in (dataset[i] for i in range(len(dataset))))
     images, annotations = [], []
-    for index in range(len(dataset)):
-        image, target = dataset[index]
+    for (height, width), target in samples:
         image_id = int(target["image_id"])
-        images.append({"id": image_id, "height": int(image.shape[1]), "width": int(image.shape[2])})
+        images.append({"id": image_id, "height": height, "width": width})
         boxes = target["boxes"].tolist()
         areas = target["area"].tolist() if "area" in target else [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
         crowd = target["iscrowd"].tolist() if "iscrowd" in target else [0] * len(boxes)
@@ -51,8 +53,10 @@ def label_to_category(dataset: Dataset) -> Callable[[int], int]:
 
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8, device: str = "cpu",
-                    progress: Optional[Callable[[int, int], None]] = None) -> List[Dict]:
-    """Detections of `model` on every image, as COCO result dicts (image_id, category_id, bbox xywh, score)."""
+                    progress: Optional[Callable[[int, int], None]] = None,
+                    samples: Optional[List[Tuple[Tuple[int, int], Dict]]] = None) -> List[Dict]:
+    """Detections of `model` on every image, as COCO result dicts (image_id, category_id, bbox xywh, score).
+    When `samples` is a list, ((height, width), target) of every image is appended to it."""
     model.eval()
     to_category = label_to_category(dataset)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
@@ -60,7 +64,9 @@ def predict_dataset(model: torch.nn.Module, dataset: Dataset, batch_size: int = 
     done = 0
     for images, targets in loader:
         outputs = model([im.to(device) for im in images])
-        for target, out in zip(targets, outputs):
+        for image, target, out in zip(images, targets, outputs):
+            if samples is not None:
+                samples.append(((int(image.shape[1]), int(image.shape[2])), target))
             image_id = int(target["image_id"])
             for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()):
                 results.append({
@@ -108,8 +114,9 @@ def evaluate_detector(model: torch.nn.Module, dataset: Dataset, batch_size: int 
     """Runs the model over the dataset and scores it with pycocotools. Returns the metrics of
     `coco_metrics` plus `num_images`, `num_detections` and `seconds`."""
     start = time.perf_counter()
-    results = predict_dataset(model, dataset, batch_size, device, progress)
-    metrics = coco_metrics(coco_ground_truth(dataset), results)
+    samples: Optional[List] = None if hasattr(dataset, "coco") else []
+    results = predict_dataset(model, dataset, batch_size, device, progress, samples)
+    metrics = coco_metrics(coco_ground_truth(dataset, samples), results)
     metrics.update(num_images=len(dataset), num_detections=len(results), seconds=time.perf_counter() - start)
     return metrics
 

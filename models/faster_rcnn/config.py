@@ -75,8 +75,8 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "DetectorConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(names))
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"DetectorConfig: unknown option(s) {unknown}; known: {sorted(names)}")
         # JSON has lists where the dataclass has tuples.

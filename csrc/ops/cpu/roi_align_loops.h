@@ -142,6 +142,7 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
   T* PYDET_RESTRICT grad = grad_store.data();
   const E* grad_output = static_cast<const E*>(gout.data);
   T* grad_input = static_cast<T*>(gin.data);
+  std::vector<AxisSamples<T>> rows, cols;
 
   for (int64_t r = 0; r < num_ids; ++r) {
     const int64_t k = roi_ids[r];
@@ -149,6 +150,8 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
     const int64_t b = static_cast<int64_t>(roi[0]);
     const auto g = roi_math::roi_align_geometry<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(p.spatial_scale),
                                                    p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+    axis_samples(g.start_h, g.bin_h, p.pooled_h, g.grid_h, height, gin.stride_h, rows);
+    axis_samples(g.start_w, g.bin_w, p.pooled_w, g.grid_w, width, gin.stride_w, cols);
     T* base = grad_input + b * gin.stride_n + c_begin * gin.stride_c;
     for (int ph = 0; ph < p.pooled_h; ++ph) {
       for (int pw = 0; pw < p.pooled_w; ++pw) {
@@ -163,20 +166,22 @@ void roi_align_backward_impl(const RoiAlignParams& p, const MapView& gout, const
           for (int64_t c = 0; c < nc; ++c) grad[c] = Element<E>::load(go[c * gsc]);
         }
         for (int iy = 0; iy < g.grid_h; ++iy) {
-          const T y = roi_math::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h);
+          const AxisSamples<T>& ty = rows[int64_t(ph) * g.grid_h + iy];
+          if (!ty.inside) continue;
+          // Only cells in this call's row band; the others belong to another call.
+          const bool low_in = ty.tap.low >= row_begin && ty.tap.low < row_end;
+          const bool high_in = ty.tap.high >= row_begin && ty.tap.high < row_end;
+          if (!low_in && !high_in) continue;
           for (int ix = 0; ix < g.grid_w; ++ix) {
-            const T x = roi_math::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
+            const AxisSamples<T>& tx = cols[int64_t(pw) * g.grid_w + ix];
+            if (!tx.inside) continue;
             roi_math::BilinearTaps<T> t;
-            if (!roi_math::bilinear_taps(y, x, height, width, t)) continue;
-            // Only cells in this call's row band; the others belong to another call.
-            const bool low_in = t.y_low >= row_begin && t.y_low < row_end;
-            const bool high_in = t.y_high >= row_begin && t.y_high < row_end;
-            if (!low_in && !high_in) continue;
+            roi_math::combine_taps(ty.tap, tx.tap, t);
             // Added in torchvision's order: (low, low), (low, high), (high, low), (high, high).
-            T* q1 = base + t.y_low * gin.stride_h + t.x_low * gin.stride_w;
-            T* q2 = base + t.y_low * gin.stride_h + t.x_high * gin.stride_w;
-            T* q3 = base + t.y_high * gin.stride_h + t.x_low * gin.stride_w;
-            T* q4 = base + t.y_high * gin.stride_h + t.x_high * gin.stride_w;
+            T* q1 = base + ty.low_offset + tx.low_offset;
+            T* q2 = base + ty.low_offset + tx.high_offset;
+            T* q3 = base + ty.high_offset + tx.low_offset;
+            T* q4 = base + ty.high_offset + tx.high_offset;
             if (low_in && high_in && t.x_low != t.x_high && t.y_low != t.y_high) {
               scatter4_distinct<T>(q1, q2, q3, q4, bin_grad, t.w1, t.w2, t.w3, t.w4, g.count, nc, sc);
             } else {
