@@ -5,8 +5,9 @@
 # rebuilds are incremental) and runs pytest against it with the ASan runtime preloaded into Python. Any
 # report aborts the run with a non-zero exit. Extra arguments go to pytest (default: the whole suite except
 # the end-to-end detector tests and the command-line runs of the reference detector (training runs in
-# subprocesses), which take minutes under ASan, and the resident-memory tests, which ASan's quarantine makes
-# meaningless).
+# subprocesses), which take minutes under ASan, the resident-memory tests, which ASan's quarantine makes
+# meaningless, and the huge-input tests (marker "huge": 4-9 GB maps, which ASan's shadow memory and
+# quarantine would push past the machine's memory)).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -35,7 +36,7 @@ export ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:new_delete_type_mism
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$logs
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
-  args=(-q -p no:cacheprovider --ignore="$dest/tests/test_detection_e2e.py" --ignore="$dest/tests/test_models_cli.py" -k "not keep_memory_flat")
+  args=(-q -p no:cacheprovider --ignore="$dest/tests/test_detection_e2e.py" --ignore="$dest/tests/test_models_cli.py" -k "not keep_memory_flat" -m "not huge")
 fi
 echo "==> pytest under ASan + UBSan"
 cd "$dest"

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "common/roi_align_math.h"
 #include "ops/checks.h"
 #include "ops/cpu/roi_common.h"
@@ -35,6 +37,10 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
                                                         int64_t pooled_width) {
   const char* op = "roi_pool";
   check_roi_forward_args(input, rois, pooled_height, pooled_width, spatial_scale, op);
+  // argmax holds int32 indices into one H x W plane (torchvision's contract).
+  TORCH_CHECK(input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(), op,
+              ": input planes of more than 2^31 - 1 cells are not supported (argmax is an int32 index into an "
+              "H x W plane), got H x W = ", input.size(2), " x ", input.size(3));
 
   const auto compute = compute_type_for(input.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
