@@ -8,24 +8,16 @@ Anchor order (as torchvision): level after level; within a level, grid row after
 within a location, the cell anchors (aspect ratio major, size minor).
 """
 
-import math
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from ._args import as_float, as_int, as_pair, as_positive_numbers, check_list_device, check_tensor
 from ._dropin import DropInMeta
 
 __all__ = ["AnchorGenerator", "grid_anchors", "single_level_anchors"]
-
-
-def _check_positive(values: Sequence[float], what: str) -> None:
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"AnchorGenerator: {what} must be numbers, got {v!r}")
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"AnchorGenerator: {what} must be positive and finite, got {v!r}")
 
 
 def grid_anchors(
@@ -50,15 +42,19 @@ def grid_anchors(
             f"grid_anchors: cell_anchors has {len(cell_anchors)} levels, grid_sizes {len(grid_sizes)} and "
             f"strides {len(strides)}; they must match"
         )
+    op = "grid_anchors"
     if len(cell_anchors) == 0:
-        raise ValueError("grid_anchors: at least one level is needed")
+        raise ValueError(f"{op}: at least one level is needed")
+    for i, c in enumerate(cell_anchors):
+        check_tensor(op, f"cell_anchors[{i}]", c)
+    check_list_device(op, "cell_anchors", cell_anchors)
     cells = cell_anchors[0] if len(cell_anchors) == 1 else torch.cat(list(cell_anchors))
     return torch.ops.pydet_ops.grid_anchors(
         cells,
         [int(c.shape[0]) for c in cell_anchors],
-        [int(v) for g in grid_sizes for v in g],
-        [int(v) for s in strides for v in s],
-        float(offset),
+        [as_int(op, "grid_sizes", v) for g in grid_sizes for v in g],
+        [as_int(op, "strides", v) for s in strides for v in s],
+        as_float(op, "offset", offset),
     )
 
 
@@ -81,15 +77,18 @@ def single_level_anchors(
     Returns:
         Tensor[H * W * len(scales) * len(aspect_ratios), 4] (x1, y1, x2, y2), location major.
     """
-    height, width = (int(v) for v in feature_size)
+    op = "single_level_anchors"
+    height, width = as_pair(op, "feature_size", feature_size)
     if height < 0 or width < 0:
-        raise ValueError(f"single_level_anchors: feature_size must be non-negative, got {tuple(feature_size)}")
+        raise ValueError(f"{op}: feature_size must be non-negative, got {(height, width)}")
     if not (isinstance(stride, int) and stride > 0):
-        raise ValueError(f"single_level_anchors: stride must be a positive int, got {stride!r}")
-    _check_positive(list(scales), "scales")
-    _check_positive(list(aspect_ratios), "aspect_ratios")
-    scale = torch.tensor(list(scales), dtype=torch.float32)
-    ratio = torch.tensor(list(aspect_ratios), dtype=torch.float32)
+        raise ValueError(f"{op}: stride must be a positive int, got {stride!r}")
+    scale = torch.tensor(as_positive_numbers(op, "scales", scales), dtype=torch.float32)
+    ratio = torch.tensor(as_positive_numbers(op, "aspect_ratios", aspect_ratios), dtype=torch.float32)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{op}: dtype must be a torch.dtype, got {dtype!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"{op}: dtype must be a floating-point dtype, got {dtype}")
     w = (stride * scale)[:, None] * torch.sqrt(ratio)[None, :]
     h = (stride * scale)[:, None] * torch.sqrt(1 / ratio)[None, :]
     cells = torch.stack([-(w / 2), -(h / 2), w / 2, h / 2], dim=-1).reshape(-1, 4)
@@ -124,6 +123,12 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
         aspect_ratios=((0.5, 1.0, 2.0),),
     ):
         super().__init__()
+        op = "AnchorGenerator"
+        for name, value in (("sizes", sizes), ("aspect_ratios", aspect_ratios)):
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{op}: {name} must be a tuple with one tuple per level, got {value!r}")
+            if len(value) == 0:
+                raise ValueError(f"{op}: {name} must describe at least one level, got {value!r}")
         if not isinstance(sizes[0], (list, tuple)):
             sizes = tuple((s,) for s in sizes)
         if not isinstance(aspect_ratios[0], (list, tuple)):
@@ -134,8 +139,8 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
                 "give one tuple of each per feature map"
             )
         for level_sizes, level_ratios in zip(sizes, aspect_ratios):
-            _check_positive(list(level_sizes), "sizes")
-            _check_positive(list(level_ratios), "aspect_ratios")
+            as_positive_numbers(op, "sizes", level_sizes)
+            as_positive_numbers(op, "aspect_ratios", level_ratios)
         self.sizes = sizes
         self.aspect_ratios = aspect_ratios
         self._cache: "OrderedDict[tuple, Tensor]" = OrderedDict()
@@ -220,6 +225,12 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
             List[Tensor[A, 4]]: the anchors of every level, one (separate) tensor per image.
         """
         self._check_levels(len(feature_maps), "feature maps")
+        dtype = feature_maps[0].dtype
+        if not dtype.is_floating_point:
+            raise ValueError(
+                f"AnchorGenerator: feature maps must be floating-point tensors (the anchors take the first one's "
+                f"dtype), got {dtype} for feature map 0"
+            )
         image_h, image_w = (int(v) for v in image_list.tensors.shape[-2:])
         grid_sizes = []
         strides = []
@@ -229,6 +240,6 @@ class AnchorGenerator(nn.Module, metaclass=DropInMeta):
                 raise ValueError(f"AnchorGenerator: feature map {i} has an empty spatial size {(h, w)}")
             grid_sizes.append((h, w))
             strides.append((image_h // h, image_w // w))
-        anchors = self._anchors_for(grid_sizes, strides, feature_maps[0].dtype, feature_maps[0].device)
+        anchors = self._anchors_for(grid_sizes, strides, dtype, feature_maps[0].device)
         # Each image gets its own tensor (callers may modify them in place); the cached one is never handed out.
         return [anchors.clone() for _ in range(len(image_list.image_sizes))]

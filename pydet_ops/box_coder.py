@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _autograd  # noqa: F401  (registers the autograd formulas)
+from ._args import as_float, check_same_device, check_tensor
 
 __all__ = ["BoxCoder", "decode_boxes", "encode_boxes"]
 
@@ -25,10 +26,12 @@ _DEFAULT_CLIP = math.log(1000.0 / 16)
 def _weights(weights: Sequence[float], op: str) -> List[float]:
     if isinstance(weights, Tensor):
         weights = weights.tolist()
-    try:
-        values = [float(w) for w in weights]
+    try:  # a string is not 4 numbers, even "1234"
+        values = None if isinstance(weights, (str, bytes)) else [as_float(op, "weights", w) for w in weights]
     except (TypeError, ValueError):
-        raise TypeError(f"{op}: weights must be 4 numbers (wx, wy, ww, wh), got {weights!r}") from None
+        values = None
+    if values is None:
+        raise TypeError(f"{op}: weights must be 4 numbers (wx, wy, ww, wh), got {weights!r}")
     if len(values) != 4:
         raise ValueError(f"{op}: weights must be 4 numbers (wx, wy, ww, wh), got {len(values)}")
     return values
@@ -45,7 +48,11 @@ def encode_boxes(reference_boxes: Tensor, proposals: Tensor, weights: Sequence[f
     Returns:
         Tensor[N, 4] in the promoted dtype of the two inputs.
     """
-    return torch.ops.pydet_ops.encode_boxes(reference_boxes, proposals, _weights(weights, "encode_boxes"))
+    op = "encode_boxes"
+    check_tensor(op, "reference_boxes", reference_boxes)
+    check_tensor(op, "proposals", proposals)
+    check_same_device(op, reference_boxes=reference_boxes, proposals=proposals)
+    return torch.ops.pydet_ops.encode_boxes(reference_boxes, proposals, _weights(weights, op))
 
 
 def decode_boxes(
@@ -62,8 +69,12 @@ def decode_boxes(
     Returns:
         Tensor[N, 4 * K] in rel_codes' dtype.
     """
+    op = "decode_boxes"
+    check_tensor(op, "rel_codes", rel_codes)
+    check_tensor(op, "boxes", boxes)
+    check_same_device(op, rel_codes=rel_codes, boxes=boxes)
     return torch.ops.pydet_ops.decode_boxes(
-        rel_codes, boxes, _weights(weights, "decode_boxes"), float(bbox_xform_clip)
+        rel_codes, boxes, _weights(weights, op), as_float(op, "bbox_xform_clip", bbox_xform_clip)
     )
 
 
@@ -81,7 +92,7 @@ class BoxCoder:
 
     def __init__(self, weights: Tuple[float, float, float, float], bbox_xform_clip: float = _DEFAULT_CLIP) -> None:
         _weights(weights, "BoxCoder")
-        if math.isnan(float(bbox_xform_clip)):
+        if math.isnan(as_float("BoxCoder", "bbox_xform_clip", bbox_xform_clip)):
             raise ValueError("BoxCoder: bbox_xform_clip must not be NaN")
         self.weights = weights
         self.bbox_xform_clip = bbox_xform_clip
@@ -109,7 +120,9 @@ class BoxCoder:
         box_sum = sum(int(b.size(0)) for b in boxes)
         if box_sum > 0:
             rel_codes = rel_codes.reshape(box_sum, -1)
-        pred_boxes = self.decode_single(rel_codes, torch.cat(boxes, dim=0))
+        # No images: no reference boxes (torch.cat refuses an empty list).
+        concat = torch.cat(boxes, dim=0) if boxes else rel_codes.new_empty((0, 4))
+        pred_boxes = self.decode_single(rel_codes, concat)
         if box_sum > 0:
             pred_boxes = pred_boxes.reshape(box_sum, -1, 4)
         return pred_boxes

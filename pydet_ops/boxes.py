@@ -9,7 +9,8 @@ Conventions shared by every function here:
 
 * Boxes are ``(x1, y1, x2, y2)`` unless a ``fmt`` argument says otherwise.
 * Wrong shapes, dtypes or devices raise ``RuntimeError`` (from the kernels) or ``ValueError`` (from the
-  Python side) naming the argument.
+  Python side) naming the argument; the elementwise helpers check their boxes (a real tensor of shape
+  [..., 4]) in Python. Scalar arguments are checked by ``_args`` (``TypeError`` / ``ValueError``).
 * Inverted boxes (``x2 < x1`` or ``y2 < y1``) are not rejected; they have a negative area and follow the
   same formulas as torchvision, on every code path.
 * NaN / Inf coordinates give the same values as torchvision's formulas (a NaN coordinate makes every
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from . import _fake  # noqa: F401  (loads the extension and registers the fake kernels)
+from ._args import as_float, as_number, as_pair, check_same_device, check_tensor
 
 _AXIS_ALIGNED_FMTS = ("xyxy", "xywh", "cxcywh")
 _ROTATED_FMTS = ("xywhr", "cxcywhr", "xyxyxyxy")
@@ -41,19 +43,18 @@ __all__ = [
 ]
 
 
-def _check_same_device(op: str, **tensors: Tensor) -> None:
-    items = list(tensors.items())
-    first_name, first = items[0]
-    for name, t in items[1:]:
-        if t.device != first.device:
-            raise ValueError(
-                f"{op}: {first_name} and {name} must be on the same device, got {first.device} and {t.device}"
-            )
+def _check_real(op: str, name: str, t: Tensor) -> None:
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{op}: {name} must be a real floating-point or integer tensor, got {t.dtype}")
 
 
-def _check_tensor(op: str, name: str, value) -> None:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+def _check_boxes(op: str, boxes, name: str = "boxes", exact_dim: int = 0) -> None:
+    """The checks of the PyTorch helpers: a real tensor of shape [..., 4] (of exactly ``exact_dim`` dims if given)."""
+    check_tensor(op, name, boxes)
+    if boxes.dim() == 0 or boxes.shape[-1] != 4 or (exact_dim and boxes.dim() != exact_dim):
+        expected = "[N, 4]" if exact_dim == 2 else "[..., 4]"
+        raise ValueError(f"{op}: {name} must have shape {expected} (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    _check_real(op, name, boxes)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -74,10 +75,10 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     except those whose IoU is NaN. Empty input gives an empty int64 tensor. Raises ``RuntimeError`` for
     boxes not of shape [N, 4], scores not of shape [N], mismatched dtypes, or integer dtypes.
     """
-    _check_tensor("nms", "boxes", boxes)
-    _check_tensor("nms", "scores", scores)
-    _check_same_device("nms", boxes=boxes, scores=scores)
-    return torch.ops.pydet_ops.nms(boxes, scores, float(iou_threshold))
+    check_tensor("nms", "boxes", boxes)
+    check_tensor("nms", "scores", scores)
+    check_same_device("nms", boxes=boxes, scores=scores)
+    return torch.ops.pydet_ops.nms(boxes, scores, as_float("nms", "iou_threshold", iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -97,11 +98,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     loses precision with large or negative coordinates) and no Python loop. Same input rules as :func:`nms`;
     ``idxs`` must be an integer tensor of shape [N].
     """
-    _check_tensor("batched_nms", "boxes", boxes)
-    _check_tensor("batched_nms", "scores", scores)
-    _check_tensor("batched_nms", "idxs", idxs)
-    _check_same_device("batched_nms", boxes=boxes, scores=scores, idxs=idxs)
-    return torch.ops.pydet_ops.batched_nms(boxes, scores, idxs, float(iou_threshold))
+    check_tensor("batched_nms", "boxes", boxes)
+    check_tensor("batched_nms", "scores", scores)
+    check_tensor("batched_nms", "idxs", idxs)
+    check_same_device("batched_nms", boxes=boxes, scores=scores, idxs=idxs)
+    threshold = as_float("batched_nms", "iou_threshold", iou_threshold)
+    return torch.ops.pydet_ops.batched_nms(boxes, scores, idxs, threshold)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,12 +159,11 @@ _OVERLAP_OPS = {
 
 
 def _pairwise(kind: str, op: str, boxes1: Tensor, boxes2: Tensor, eps: float) -> Tensor:
-    _check_tensor(op, "boxes1", boxes1)
-    _check_tensor(op, "boxes2", boxes2)
-    _check_same_device(op, boxes1=boxes1, boxes2=boxes2)
-    for name, t in (("boxes1", boxes1), ("boxes2", boxes2)):
-        if t.dtype == torch.bool or t.is_complex():
-            raise ValueError(f"{op}: {name} must be a real floating-point or integer tensor, got {t.dtype}")
+    check_tensor(op, "boxes1", boxes1)
+    check_tensor(op, "boxes2", boxes2)
+    check_same_device(op, boxes1=boxes1, boxes2=boxes2)
+    _check_real(op, "boxes1", boxes1)
+    _check_real(op, "boxes2", boxes2)
     if torch.is_grad_enabled() and (boxes1.requires_grad or boxes2.requires_grad):
         # Gradients flow through the same formulas written as tensor ops.
         return _overlap_composite(kind, boxes1, boxes2, eps)
@@ -176,11 +177,12 @@ def _pairwise(kind: str, op: str, boxes1: Tensor, boxes2: Tensor, eps: float) ->
     return _OVERLAP_OPS[kind](boxes1, boxes2, eps)
 
 
-def _to_xyxy(boxes: Tensor, fmt: str, op: str) -> Tensor:
+def _to_xyxy(boxes: Tensor, fmt: str, op: str, name: str) -> Tensor:
     if fmt == "xyxy":
         return boxes
     if fmt in _AXIS_ALIGNED_FMTS:
-        return box_convert(boxes, fmt, "xyxy")
+        _check_boxes(op, boxes, name)
+        return _convert(boxes, fmt, "xyxy")
     if fmt in _ROTATED_FMTS:
         raise NotImplementedError(f"{op}: rotated box format '{fmt}' is not supported by pydet_ops")
     raise ValueError(
@@ -205,7 +207,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     bfloat16 input is computed in float32 from the exact input values (torchvision rounds the intersection
     sides to half first).
     """
-    return _pairwise("iou", "box_iou", _to_xyxy(boxes1, fmt, "box_iou"), _to_xyxy(boxes2, fmt, "box_iou"), 0.0)
+    boxes1 = _to_xyxy(boxes1, fmt, "box_iou", "boxes1")
+    return _pairwise("iou", "box_iou", boxes1, _to_xyxy(boxes2, fmt, "box_iou", "boxes2"), 0.0)
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -232,7 +235,7 @@ def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     Returns:
         Tensor[..., N, M]: float64 for float64 input, float32 otherwise. Same rules as :func:`box_iou`.
     """
-    return _pairwise("diou", "distance_box_iou", boxes1, boxes2, float(eps))
+    return _pairwise("diou", "distance_box_iou", boxes1, boxes2, as_float("distance_box_iou", "eps", eps))
 
 
 def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
@@ -247,7 +250,7 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
         Tensor[..., N, M]: float64 for float64 input, float32 otherwise. Same rules as :func:`box_iou`;
         ``alpha`` is treated as a constant for gradients, as in torchvision.
     """
-    return _pairwise("ciou", "complete_box_iou", boxes1, boxes2, float(eps))
+    return _pairwise("ciou", "complete_box_iou", boxes1, boxes2, as_float("complete_box_iou", "eps", eps))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,10 +267,11 @@ def box_area(boxes: Tensor, fmt: str = "xyxy") -> Tensor:
 
     Returns:
         Tensor[...]: areas; half types and small integers are upcast as in torchvision. Inverted boxes have a
-        negative area.
+        negative area. Boxes that are not a real tensor of shape [..., 4] raise ``ValueError``.
     """
     if fmt not in _AXIS_ALIGNED_FMTS:
         raise ValueError(f"box_area: unsupported format '{fmt}', expected one of {_AXIS_ALIGNED_FMTS}")
+    _check_boxes("box_area", boxes)
     boxes = _upcast(boxes)
     if fmt == "xyxy":
         return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
@@ -284,7 +288,8 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
 
     Returns:
         Tensor[..., 4]: converted boxes (a copy, also when ``in_fmt == out_fmt``). Rotated formats raise
-        ``NotImplementedError``; unknown names raise ``ValueError``.
+        ``NotImplementedError``; unknown names, and boxes that are not a real tensor of shape [..., 4], raise
+        ``ValueError``.
     """
     for fmt in (in_fmt, out_fmt):
         if fmt in _ROTATED_FMTS:
@@ -293,6 +298,12 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
             raise ValueError(
                 f"Unsupported Bounding Box Conversions for given in_fmt {in_fmt} and out_fmt {out_fmt}"
             )
+    _check_boxes("box_convert", boxes)
+    return _convert(boxes, in_fmt, out_fmt)
+
+
+def _convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    """box_convert for checked arguments."""
     if in_fmt == out_fmt:
         return boxes.clone()
     # One elementwise op per output coordinate on [...] views, then one stack: fewer passes over strided
@@ -316,12 +327,15 @@ def clip_boxes_to_image(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
 
     Args:
         boxes (Tensor[..., 4]): boxes in ``(x1, y1, x2, y2)`` format.
-        size (Tuple[height, width]): image size.
+        size (Tuple[height, width]): image size, two non-negative numbers (``ValueError`` otherwise).
 
     Returns:
         Tensor[..., 4]: clipped boxes, same dtype. NaN coordinates stay NaN.
     """
-    height, width = size
+    _check_boxes("clip_boxes_to_image", boxes)
+    height, width = as_pair("clip_boxes_to_image", "size", size, as_number)
+    if not (height >= 0 and width >= 0):
+        raise ValueError(f"clip_boxes_to_image: size must be two non-negative numbers (height, width), got {size!r}")
     x = boxes[..., 0::2].clamp(min=0, max=width)
     y = boxes[..., 1::2].clamp(min=0, max=height)
     return torch.stack((x, y), dim=-1).reshape(boxes.shape)
@@ -331,12 +345,14 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     """Indices of the boxes whose width and height are both ``>= min_size``.
 
     Args:
-        boxes (Tensor[..., 4]): boxes in ``(x1, y1, x2, y2)`` format.
-        min_size (float): minimum side length.
+        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format.
+        min_size (float): minimum side length (NaN removes every box).
 
     Returns:
         Tensor[K]: int64 indices of the boxes kept (boxes with NaN sides are removed).
     """
+    _check_boxes("remove_small_boxes", boxes, exact_dim=2)
+    min_size = as_float("remove_small_boxes", "min_size", min_size)
     ws = boxes[..., 2] - boxes[..., 0]
     hs = boxes[..., 3] - boxes[..., 1]
     return torch.where((ws >= min_size) & (hs >= min_size))[0]

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ._args import as_int, as_size, check_same_device
 from ._dropin import DropInMeta
 from .roi_ops import boxes_to_rois, roi_align
 
@@ -33,7 +34,8 @@ class MultiScaleRoIAlign(nn.Module, metaclass=DropInMeta):
         canonical_level (int, keyword-only): default 4.
 
     Boxes with a NaN or negative area pool to 0. The scales are inferred from the first call's feature and
-    image sizes and then kept (as torchvision does).
+    image sizes and then kept (as torchvision does): that call needs maps of non-zero height and positive image
+    sizes. Arguments of the wrong type are a ``TypeError`` or ``ValueError`` naming them, raised here.
     """
 
     __annotations__ = {"scales": Optional[List[float]]}
@@ -48,14 +50,13 @@ class MultiScaleRoIAlign(nn.Module, metaclass=DropInMeta):
         canonical_level: int = 4,
     ):
         super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
+        op = "MultiScaleRoIAlign"
         self.featmap_names = featmap_names
-        self.sampling_ratio = sampling_ratio
-        self.output_size = tuple(output_size)
+        self.sampling_ratio = as_int(op, "sampling_ratio", sampling_ratio)
+        self.output_size = as_size(op, "output_size", output_size)
         self.scales: Optional[List[float]] = None
-        self.canonical_scale = canonical_scale
-        self.canonical_level = canonical_level
+        self.canonical_scale = as_int(op, "canonical_scale", canonical_scale)
+        self.canonical_level = as_int(op, "canonical_level", canonical_level)
 
     def __repr__(self) -> str:
         return (
@@ -63,11 +64,21 @@ class MultiScaleRoIAlign(nn.Module, metaclass=DropInMeta):
             f"output_size={self.output_size}, sampling_ratio={self.sampling_ratio})"
         )
 
-    def _setup_scales(self, features: List[Tensor], image_shapes: List[Tuple[int, int]]) -> None:
+    def _setup_scales(self, named: List[Tuple[str, Tensor]], image_shapes: List[Tuple[int, int]]) -> None:
         if not image_shapes:
             raise ValueError("images list should not be empty")
+        if not all(len(s) == 2 and s[0] > 0 and s[1] > 0 for s in image_shapes):
+            raise ValueError(
+                f"MultiScaleRoIAlign: image_shapes must hold a positive (height, width) per image, got {image_shapes}"
+            )
         original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
-        self.scales = [_infer_scale(f, original) for f in features]
+        for name, f in named:
+            if f.dim() < 2 or f.shape[-2] == 0:
+                raise ValueError(
+                    f"MultiScaleRoIAlign: cannot infer the scale of feature map x[{name!r}] from its height: "
+                    f"shape {tuple(f.shape)}"
+                )
+        self.scales = [_infer_scale(f, original) for _, f in named]
 
     def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
         """
@@ -80,12 +91,16 @@ class MultiScaleRoIAlign(nn.Module, metaclass=DropInMeta):
         Returns:
             Tensor[K, C, output_size[0], output_size[1]], K the total number of boxes.
         """
-        features = [v for k, v in x.items() if k in self.featmap_names]
-        if not features:
-            raise ValueError(f"MultiScaleRoIAlign: none of featmap_names {self.featmap_names} is in x")
+        op = "MultiScaleRoIAlign"
+        named = [(k, v) for k, v in x.items() if k in self.featmap_names]
+        if not named:
+            raise ValueError(f"{op}: none of featmap_names {self.featmap_names} is in x")
         if self.scales is None:
-            self._setup_scales(features, image_shapes)
-        rois = boxes_to_rois(boxes, "MultiScaleRoIAlign")
+            self._setup_scales(named, image_shapes)
+        rois = boxes_to_rois(boxes, op)
+        features = [v for _, v in named]
+        if any(f.device != rois.device for f in features):  # the maps' names are formatted only for the error
+            check_same_device(op, *[(f"x[{k!r}]", v) for k, v in named], boxes=rois)
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
         ph, pw = self.output_size
@@ -93,9 +108,9 @@ class MultiScaleRoIAlign(nn.Module, metaclass=DropInMeta):
             features,
             rois,
             [float(s) for s in self.scales],
-            int(ph),
-            int(pw),
-            int(self.sampling_ratio),
-            int(self.canonical_scale),
-            int(self.canonical_level),
+            ph,
+            pw,
+            self.sampling_ratio,
+            self.canonical_scale,
+            self.canonical_level,
         )

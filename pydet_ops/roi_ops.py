@@ -7,7 +7,9 @@ and thread counts). Rules for unusual input, the same for every function and mod
 * ``boxes`` is a ``Tensor[K, 5]`` (batch index, x1, y1, x2, y2) or a list of per-image ``Tensor[L, 4]``;
   a ``Tensor[K, 4]`` is an error naming ``rois``. A batch index outside ``[0, N)`` is an error.
 * ``output_size`` and ``spatial_scale`` must be positive, ``input`` 4-D floating point: ``RuntimeError``
-  otherwise. ``boxes`` of another float dtype than ``input`` are converted to input's compute type.
+  otherwise. Scalar arguments of the wrong type (a string, None, a float for an int, a non-bool ``aligned``)
+  are a ``TypeError`` or ``ValueError`` naming them; ``sampling_ratio`` must fit in 32 bits. ``boxes`` of
+  another float dtype than ``input`` are converted to input's compute type.
 * RoIs partly or fully outside the map: samples outside ``[-1, H] x [-1, W]`` contribute zero, so a RoI
   fully outside pools to 0. A RoI with a NaN coordinate pools to 0 (argmax -1 in roi_pool).
 * No RoIs: an empty ``[0, C, ph, pw]`` result, and a zero gradient.
@@ -19,20 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from . import _autograd  # noqa: F401  (registers the autograd formulas)
+from ._args import as_bool, as_float, as_int, as_size, check_list_device, check_same_device, check_tensor
 from ._dropin import DropInMeta
 
 __all__ = ["roi_align", "roi_pool", "RoIAlign", "RoIPool", "boxes_to_rois"]
-
-
-def _pair(value) -> Tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    values = tuple(value)
-    if len(values) == 1:
-        return int(values[0]), int(values[0])
-    if len(values) != 2:
-        raise ValueError(f"output_size must be an int or a pair of ints, got {value!r}")
-    return int(values[0]), int(values[1])
 
 
 def boxes_to_rois(boxes: Union[Tensor, Sequence[Tensor]], op: str = "roi_align") -> Tensor:
@@ -47,18 +39,12 @@ def boxes_to_rois(boxes: Union[Tensor, Sequence[Tensor]], op: str = "roi_align")
             raise ValueError(f"{op}: boxes[{i}] must be a Tensor[L, 4], got {shape}")
     if len(boxes) == 0:
         raise ValueError(f"{op}: boxes is an empty list; pass one Tensor[L, 4] per image")
+    check_list_device(op, "boxes", boxes)
     concat = torch.cat(list(boxes), dim=0)
     ids = torch.cat(
         [torch.full((b.shape[0], 1), i, dtype=concat.dtype, device=concat.device) for i, b in enumerate(boxes)]
     )
     return torch.cat([ids, concat], dim=1)
-
-
-def _check_devices(op: str, input: Tensor, rois: Tensor) -> None:
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
-    if input.device != rois.device:
-        raise ValueError(f"{op}: input and rois must be on the same device, got {input.device} and {rois.device}")
 
 
 def roi_align(
@@ -84,10 +70,20 @@ def roi_align(
     Returns:
         Tensor[K, C, output_size[0], output_size[1]] in input's dtype and memory format.
     """
-    rois = boxes_to_rois(boxes, "roi_align")
-    _check_devices("roi_align", input, rois)
-    ph, pw = _pair(output_size)
-    return torch.ops.pydet_ops.roi_align(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned))
+    op = "roi_align"
+    rois = boxes_to_rois(boxes, op)
+    check_tensor(op, "input", input)
+    check_same_device(op, input=input, rois=rois)
+    ph, pw = as_size(op, "output_size", output_size)
+    return torch.ops.pydet_ops.roi_align(
+        input,
+        rois,
+        as_float(op, "spatial_scale", spatial_scale),
+        ph,
+        pw,
+        as_int(op, "sampling_ratio", sampling_ratio),
+        as_bool(op, "aligned", aligned),
+    )
 
 
 def roi_pool(
@@ -107,10 +103,12 @@ def roi_pool(
     Returns:
         Tensor[K, C, output_size[0], output_size[1]] in input's dtype and memory format; empty bins are 0.
     """
-    rois = boxes_to_rois(boxes, "roi_pool")
-    _check_devices("roi_pool", input, rois)
-    ph, pw = _pair(output_size)
-    output, _ = torch.ops.pydet_ops.roi_pool(input, rois, float(spatial_scale), ph, pw)
+    op = "roi_pool"
+    rois = boxes_to_rois(boxes, op)
+    check_tensor(op, "input", input)
+    check_same_device(op, input=input, rois=rois)
+    ph, pw = as_size(op, "output_size", output_size)
+    output, _ = torch.ops.pydet_ops.roi_pool(input, rois, as_float(op, "spatial_scale", spatial_scale), ph, pw)
     return output
 
 

@@ -178,7 +178,9 @@ def test_clip_boxes_non_contiguous_and_does_not_modify_input():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-@pytest.mark.parametrize("shape", [(0, 4), (11, 4), (40, 4), (3, 7, 4)], ids=str)
+# Tensor[N, 4] only: for a [..., N, 4] input torchvision returns indices along dim 0 alone, which address no
+# box; pydet_ops raises instead (tests/test_bad_inputs.py, remove_small_boxes-boxes-3d).
+@pytest.mark.parametrize("shape", [(0, 4), (11, 4), (40, 4)], ids=str)
 @pytest.mark.parametrize("min_size", [0.0, 1.0, 5.5, 20.0, 1e9, -1.0])
 def test_remove_small_boxes_matches_torchvision(dtype, shape, min_size):
     boxes = make_boxes(shape, dtype, seed=9)

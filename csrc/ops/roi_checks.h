@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 namespace pydet_ops {
 
@@ -26,6 +28,24 @@ inline void check_rois(const at::Tensor& rois, const char* op) {
 inline void check_pooled_size(int64_t pooled_height, int64_t pooled_width, const char* op) {
   TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op, ": output_size must be positive, got (", pooled_height, ", ",
               pooled_width, ")");
+}
+
+// An int argument the loops hold as a 32-bit int: outside that range it would be narrowed silently.
+inline void check_fits_int32(int64_t value, const char* arg, const char* op) {
+  TORCH_CHECK(value >= std::numeric_limits<int32_t>::min() && value <= std::numeric_limits<int32_t>::max(), op, ": ",
+              arg, " must be between -2^31 and 2^31 - 1, got ", value);
+}
+
+// sampling_ratio of roi_align and multi_scale_roi_align (forward and backward): <= 0 means adaptive.
+inline void check_sampling_ratio(int64_t sampling_ratio, const char* op) {
+  check_fits_int32(sampling_ratio, "sampling_ratio", op);
+}
+
+// The FPN level mapping of multi_scale_roi_align (forward and backward).
+inline void check_canonical_level_args(int64_t canonical_scale, int64_t canonical_level, const char* op) {
+  TORCH_CHECK(canonical_scale > 0, op, ": canonical_scale must be positive, got ", canonical_scale);
+  check_fits_int32(canonical_scale, "canonical_scale", op);
+  check_fits_int32(canonical_level, "canonical_level", op);
 }
 
 inline void check_spatial_scale(double spatial_scale, const char* op) {

@@ -49,7 +49,8 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   check_scales(scales, features.size(), kOp);
   check_rois(rois, kOp);
   check_pooled_size(pooled_height, pooled_width, kOp);
-  TORCH_CHECK(canonical_scale > 0, kOp, ": canonical_scale must be positive, got ", canonical_scale);
+  check_sampling_ratio(sampling_ratio, kOp);
+  check_canonical_level_args(canonical_scale, canonical_level, kOp);
   const at::Tensor& first = features[0];
   for (size_t l = 0; l < features.size(); ++l) {
     check_feature_map(features[l], kOp, "features");
@@ -117,6 +118,8 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
   check_scales(scales, num_levels, op);
   check_feature_map(grad, op, "grad");
   check_rois(rois, op);
+  check_sampling_ratio(sampling_ratio, op);
+  check_canonical_level_args(canonical_scale, canonical_level, op);
   TORCH_CHECK(grad.device().is_cpu() && rois.device().is_cpu(), op, ": expected CPU tensors");
   const int64_t batch = feature_sizes[0], channels = feature_sizes[1];
   TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&

@@ -169,13 +169,23 @@ bool plan_grid(const SortedBoxes<T>& b, T threshold, Grid<T>& grid) {
   const double span_x = static_cast<double>(max_x) - static_cast<double>(min_x);
   const double span_y = static_cast<double>(max_y) - static_cast<double>(min_y);
   double size = std::max(sum_w, sum_h) / static_cast<double>(b.n);
-  if (!(size > 0) || !(span_x > 0) || !(span_y > 0)) return false;
-  // Bound the number of cells by the number of boxes (memory and per-candidate overhead).
+  // (A span beyond the double range, from coordinates near +-1.8e308, leaves it to the dense sweep.)
+  if (!(size > 0) || !(span_x > 0) || !(span_y > 0) || !std::isfinite(span_x) || !std::isfinite(span_y)) return false;
+  // Bound the number of cells by the number of boxes (memory and per-candidate overhead). Shrinking both
+  // axes alike is not enough when one of them already has a single cell, so grow the cells until the
+  // bound holds (a few doublings at most after the first estimate). At most 2^16 cells per axis keeps the
+  // clamp in Grid::cell exact in float.
   const double max_cells = static_cast<double>(std::min<int64_t>(b.n, 1 << 16));
   const double cells = (span_x / size + 1) * (span_y / size + 1);
   if (cells > max_cells) size *= std::sqrt(cells / max_cells);
-  grid.gx = static_cast<int64_t>(span_x / size) + 1;
-  grid.gy = static_cast<int64_t>(span_y / size) + 1;
+  double nx = std::floor(span_x / size) + 1, ny = std::floor(span_y / size) + 1;
+  while (nx * ny > max_cells) {
+    size *= 2;
+    nx = std::floor(span_x / size) + 1;
+    ny = std::floor(span_y / size) + 1;
+  }
+  grid.gx = static_cast<int64_t>(nx);
+  grid.gy = static_cast<int64_t>(ny);
   if (grid.gx * grid.gy < 4) return false;
   grid.origin_x = min_x;
   grid.origin_y = min_y;

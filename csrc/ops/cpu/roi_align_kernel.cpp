@@ -16,6 +16,7 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   const char* op = "roi_align";
   check_roi_forward_args(input, rois, pooled_height, pooled_width, spatial_scale, op);
+  check_sampling_ratio(sampling_ratio, op);
 
   const auto compute = compute_type_for(input.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
@@ -54,6 +55,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   TORCH_CHECK(grad.device().is_cpu(), op, ": expected CPU tensors, got ", grad.device());
   check_pooled_size(pooled_height, pooled_width, op);
   check_spatial_scale(spatial_scale, op);
+  check_sampling_ratio(sampling_ratio, op);
   TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
               ": input sizes must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
   TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
