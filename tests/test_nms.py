@@ -733,3 +733,22 @@ def test_torch_compile_with_data_dependent_output():
             assert_same_indices(keep, keep_eager)
             torch.testing.assert_close(best, best_eager, rtol=0, atol=0)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("far", [1e6, 1e15, 1e30, 3e38, 1e300, 1.7e308])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grid_with_one_far_outlier_matches_torchvision(far, dtype):
+    # 256 ordinary boxes (enough for the grid strategy) and points far out on one axis: the cell count must
+    # stay bounded on both axes (one axis keeps a single cell), and spans beyond the double range fall back.
+    if dtype == torch.float32 and far > 3.4e38:
+        far = 3.4e38
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(256, 2, generator=g, dtype=torch.float64) * 300
+    boxes = torch.cat([
+        torch.cat([xy, xy + 10 + 40 * torch.rand(256, 2, generator=g, dtype=torch.float64)], 1),
+        torch.tensor([[0.0, -far, 0.0, -far], [far, 5.0, far, 5.0]], dtype=torch.float64),
+    ]).to(dtype)
+    scores = torch.rand(258, generator=g).to(dtype)
+    expected = tvo.nms(boxes, scores, 0.5)
+    assert torch.equal(ops.nms(boxes, scores, 0.5), expected)
+    assert torch.equal(ops.batched_nms(boxes, scores, torch.zeros(258, dtype=torch.int64), 0.5), expected)
