@@ -6,6 +6,20 @@
   of crafted awkward inputs (identical, negative, large, inverted and zero-size boxes).
 
 Test modules import the generators directly (``from conftest import uniform_boxes``).
+
+Hypothesis profiles (chosen with the environment variable ``PYDET_HYPOTHESIS_PROFILE``, default ``ci``):
+
+* ``ci``: derandomized (every run draws the same examples, so a failure reproduces exactly), no deadline, and
+  a read-only view of the example database committed in ``tests/hypothesis-examples/``: the examples saved
+  there are replayed before the generated ones, and nothing is ever written.
+* ``dev``: random seeds, ten times the examples (tests/test_fuzz.py scales its per-test budgets by the
+  profile's ``max_examples``), and the same folder as a writable database: a failure found locally is saved
+  (shrunk) there, so committing the new files makes ``ci`` replay it from then on
+  (``PYDET_HYPOTHESIS_PROFILE=dev python -m pytest tests/test_fuzz.py``). tests/hypothesis-examples/README.md
+  says more.
+
+Tests that set ``database=None`` in their own settings never use the database; every test inherits the
+profile's derandomization. Hypothesis' other files (its home directory) go to the temporary directory.
 """
 
 import contextlib
@@ -16,14 +30,33 @@ import pytest
 import torch
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 import pydet_ops
 
-# No example database, and Hypothesis' caches go to the temporary directory: the suite writes nothing into
-# the repository.
+# Hypothesis' home directory (caches, and the default database no profile here uses) goes to the temporary
+# directory; only the "dev" profile writes into the repository, and only into tests/hypothesis-examples/.
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "pydet_ops_tests_hypothesis"))
-settings.register_profile("pydet_ops", database=None, deadline=None)
-settings.load_profile("pydet_ops")
+
+HYPOTHESIS_EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hypothesis-examples")
+HYPOTHESIS_PROFILE_VARIABLE = "PYDET_HYPOTHESIS_PROFILE"
+
+# settings() refuses derandomize=True together with a database (a database makes runs depend on its
+# contents); here the database is read-only and committed, so runs stay reproducible. The database is
+# therefore set on a child of the derandomized settings, which Hypothesis accepts and honours.
+settings.register_profile(
+    "ci",
+    parent=settings(derandomize=True, deadline=None, max_examples=100),
+    database=ReadOnlyDatabase(DirectoryBasedExampleDatabase(HYPOTHESIS_EXAMPLES_DIR)),
+)
+settings.register_profile(
+    "dev",
+    derandomize=False,
+    deadline=None,
+    max_examples=1000,
+    database=DirectoryBasedExampleDatabase(HYPOTHESIS_EXAMPLES_DIR),
+)
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_VARIABLE, "ci"))
 
 ISA_LEVELS = ("default", "avx2", "avx512")
 
