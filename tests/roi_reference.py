@@ -3,7 +3,7 @@ generators shared by the RoI test modules.
 
 RoI align (Mask R-CNN), for a RoI (b, x1, y1, x2, y2) and a map of H x W pixels:
 
-* corners are scaled by ``spatial_scale``; with ``aligned`` they are shifted by -0.5 pixel, otherwise a RoI
+* corners are scaled by ``spatial_scale``; a RoI with a NaN or infinite scaled corner pools to zero; with ``aligned`` they are shifted by -0.5 pixel, otherwise a RoI
   narrower (shorter) than one pixel is widened (heightened) to one pixel;
 * the RoI is cut into ``ph x pw`` equal bins; each bin is sampled on a ``grid_h x grid_w`` grid of bin-cell
   centres, ``grid = sampling_ratio`` when positive, ``ceil(roi size / pooled size)`` otherwise;
@@ -87,8 +87,12 @@ def _align_geometry(roi, spatial_scale, ph, pw, sampling_ratio, aligned, height,
     b, x1, y1, x2, y2 = (float(v) for v in roi)
     offset = 0.5 if aligned else 0.0
     start_w, start_h = x1 * spatial_scale - offset, y1 * spatial_scale - offset
-    roi_w = (x2 * spatial_scale - offset) - start_w
-    roi_h = (y2 * spatial_scale - offset) - start_h
+    end_w, end_h = x2 * spatial_scale - offset, y2 * spatial_scale - offset
+    if not all(math.isfinite(v) for v in (start_w, start_h, end_w, end_h)):
+        # The README's rule: a RoI with a NaN or infinite coordinate pools to zero.
+        return int(b), torch.zeros(ph, height, dtype=torch.float64), torch.zeros(pw, width, dtype=torch.float64), 1.0
+    roi_w = end_w - start_w
+    roi_h = end_h - start_h
     if not aligned:
         roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
     bin_h, bin_w = roi_h / ph, roi_w / pw

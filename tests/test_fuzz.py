@@ -842,8 +842,7 @@ def _align_max_count(rois, case):
     case=_roi_case((1, 2, 3, 3), [[0, -1e30, 0, 1e30, 2], [0, 1e6, 1e6, 2e6, 2e6], [0, -3e8, -1, 3e8, 4]], (1, 3),
                    0.75, sampling_ratio=3, dtype=F64)
 )
-# Infinite coordinates: pooled to zero (an x2 / y2 of -inf with aligned=False is the known exception, see
-# test_roi_align_negative_infinite_corner_pools_to_zero; compared with the reference there).
+# Infinite coordinates: pooled to zero.
 @example(
     case=_roi_case((1, 3, 4, 5), [[0, -INF, 1, 2, 2], [0, 1, 1, INF, 2], [0, 1, INF, 2, 3], [0, 1, 1, 2, -INF],
                                   [0, 1, 1, 3, 3]], (1, 2), 1.0, sampling_ratio=0, dyadic=True)
@@ -899,11 +898,8 @@ def test_roi_align(case):
             assert out.dtype == dtype and out.shape == (rois.shape[0], c, ph, pw)
             assert _keeps_format(out, xin) and _keeps_format(xin.grad, xin), (out.stride(), xin.grad.stride())
             assert xin.grad.dtype == dtype
-            # The README: a RoI with a NaN or infinite coordinate pools to zero (except the known deviation of
-            # test_roi_align_negative_infinite_corner_pools_to_zero, left to the reference here).
+            # The README: a RoI with a NaN or infinite coordinate pools to zero.
             zero_rows = ~finite_rows
-            if not case["aligned"]:
-                zero_rows &= ~((rois[:, 3] == -INF) | (rois[:, 4] == -INF))
             assert torch.count_nonzero(out[zero_rows]) == 0, f"non-finite RoIs must pool to 0 ({isa})"
             if ref_mode:
                 assert_within(out, ref, tol, f"roi_align vs reference ({isa})")
@@ -976,16 +972,8 @@ def _half_geometry_rows(rois, scale, height, width, aligned, sampling_ratio, exa
     return inside, pos_err
 
 
-ROI_ALIGN_NEGATIVE_INFINITE_CORNER = (
-    "README ('Rules for unusual input'): in roi_align a RoI with an infinite coordinate pools to zero. A RoI "
-    "whose x2 (or y2) is -inf has a width of -inf, which aligned=False widens to one pixel (max(width, 1), as "
-    "torchvision and the float64 reference do), so it pools the pixels right of x1: roi_align(1x1x4x4 map, "
-    "rois [[0, 1, 1, -inf, 2]], output_size 1, spatial_scale 1, sampling_ratio 0 or 2, aligned=False) is "
-    "non-zero (and so is its gradient). x1 / y1 = +-inf, x2 / y2 = +inf and aligned=True pool to zero."
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ROI_ALIGN_NEGATIVE_INFINITE_CORNER)
+# aligned=False widens RoIs narrower than one pixel, and torchvision widens one whose x2 / y2 is -inf too; here
+# a RoI with an infinite coordinate pools to zero whatever `aligned` is, forward and backward.
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 @pytest.mark.parametrize("corner", [3, 4])
 def test_roi_align_negative_infinite_corner_pools_to_zero(corner, sampling_ratio):
@@ -1318,22 +1306,22 @@ def test_multi_scale_roi_align(case):
                                   f"MultiScaleRoIAlign f16 backward {name} vs torchvision ({isa})")
 
 
-MS_ONE_LEVEL_NEGATIVE_AREA = (
-    "README ('Rules for unusual input'): in MultiScaleRoIAlign a box of negative or NaN area pools to zero. With "
-    "a single feature map pydet_ops.MultiScaleRoIAlign hands every box to roi_align (poolers.py, the "
-    "len(features) == 1 path), as torchvision does, so a box of negative area is pooled like any inverted RoI: "
-    "box (20, 4, 4, 12) on one 1x2x8x8 map of a 32x32 image, output 2, sampling_ratio 2 gives non-zero values; "
-    "with two or more maps the same box pools to zero."
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=MS_ONE_LEVEL_NEGATIVE_AREA)
-def test_multi_scale_one_level_negative_area_pools_to_zero():
-    x = {"p2": torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0))}
-    boxes = [torch.tensor([[4.0, 4.0, 20.0, 12.0], [20.0, 4.0, 4.0, 12.0]])]  # the second: x2 < x1
-    out = ops.MultiScaleRoIAlign(["p2"], 2, 2)(x, boxes, [(32, 32)])
+# The README: with two or more maps a box of negative or NaN area has no level and pools to zero; with a single
+# map every box goes to roi_align, as in torchvision, so an inverted box pools like any inverted RoI.
+@pytest.mark.parametrize("names", [["p2"], ["p2", "p3"]])
+def test_multi_scale_negative_area(names):
+    g = torch.Generator().manual_seed(0)
+    x = {"p2": torch.randn(1, 2, 8, 8, generator=g), "p3": torch.randn(1, 2, 4, 4, generator=g)}
+    boxes = [torch.tensor([[4.0, 4.0, 20.0, 12.0], [20.0, 4.0, 4.0, 12.0], [4.0, NAN, 20.0, 12.0]])]
+    out = ops.MultiScaleRoIAlign(names, 2, 2)(x, boxes, [(32, 32)])
+    theirs = tvo.MultiScaleRoIAlign(names, 2, 2)(x, [boxes[0][:2]], [(32, 32)])
     assert torch.count_nonzero(out[0]) > 0
-    assert torch.count_nonzero(out[1]) == 0, out[1]
+    assert torch.count_nonzero(out[2]) == 0, out[2]
+    assert torch.equal(out[:2], theirs)
+    if len(names) == 1:
+        assert torch.count_nonzero(out[1]) > 0
+    else:
+        assert torch.count_nonzero(out[1]) == 0, out[1]
 
 
 # ---------------------------------------------------------------------------------------------------------

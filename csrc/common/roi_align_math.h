@@ -23,8 +23,9 @@ struct RoiAlignGeometry {
 
 // `box` is (x1, y1, x2, y2) in image coordinates. A negative or zero `sampling_ratio` means adaptive:
 // ceil(roi size / pooled size) points per bin. With aligned=false, RoIs smaller than one pixel are
-// stretched to one pixel (torchvision's legacy rule). A NaN coordinate gives a NaN geometry whose samples
-// all fall outside the map (see bilinear_taps), and a zero-point grid.
+// stretched to one pixel (torchvision's legacy rule). A RoI with a NaN or infinite coordinate (after
+// scaling) gets a zero-point grid: it pools to zero and receives no gradient. torchvision leaves such RoIs
+// undefined; with aligned=false it widens an x2 / y2 of -inf to one pixel.
 template <typename T>
 PYDET_HOST_DEVICE inline RoiAlignGeometry<T> roi_align_geometry(T x1, T y1, T x2, T y2, T spatial_scale,
                                                                 int pooled_h, int pooled_w, int sampling_ratio,
@@ -35,10 +36,15 @@ PYDET_HOST_DEVICE inline RoiAlignGeometry<T> roi_align_geometry(T x1, T y1, T x2
   g.start_h = y1 * spatial_scale - offset;
   const T end_w = x2 * spatial_scale - offset;
   const T end_h = y2 * spatial_scale - offset;
+  if (!(std::isfinite(g.start_w) && std::isfinite(g.start_h) && std::isfinite(end_w) && std::isfinite(end_h))) {
+    g.bin_h = g.bin_w = T(0);
+    g.grid_h = g.grid_w = 0;
+    g.count = T(1);
+    return g;
+  }
   T roi_w = end_w - g.start_w;
   T roi_h = end_h - g.start_h;
   if (!aligned) {
-    // std::max argument order: a NaN size stays NaN (and then pools to zero).
     roi_w = roi_w < T(1) ? T(1) : roi_w;
     roi_h = roi_h < T(1) ? T(1) : roi_h;
   }
@@ -48,7 +54,7 @@ PYDET_HOST_DEVICE inline RoiAlignGeometry<T> roi_align_geometry(T x1, T y1, T x2
     g.grid_h = sampling_ratio;
     g.grid_w = sampling_ratio;
   } else {
-    // ceil of a non-finite or huge size would overflow int: such a RoI gets no sampling points.
+    // ceil of a huge size would overflow int: such a RoI gets no sampling points.
     const T ch = std::ceil(roi_h / static_cast<T>(pooled_h));
     const T cw = std::ceil(roi_w / static_cast<T>(pooled_w));
     g.grid_h = (ch >= T(0) && ch < T(1 << 20)) ? static_cast<int>(ch) : 0;
