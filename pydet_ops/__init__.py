@@ -14,6 +14,7 @@ _BUILD_INFO = _load()
 
 from .boxes import (  # noqa: E402
     batched_nms,
+    batched_nms_fixed,
     box_area,
     box_convert,
     box_iou,
@@ -22,6 +23,7 @@ from .boxes import (  # noqa: E402
     distance_box_iou,
     generalized_box_iou,
     nms,
+    nms_fixed,
     remove_small_boxes,
 )
 from .anchors import AnchorGenerator, grid_anchors, single_level_anchors  # noqa: E402
@@ -51,6 +53,7 @@ __all__ = [
     "AnchorGenerator",
     "BoxCoder",
     "batched_nms",
+    "batched_nms_fixed",
     "box_area",
     "box_convert",
     "box_iou",
@@ -67,6 +70,7 @@ __all__ = [
     "generalized_box_iou",
     "MultiScaleRoIAlign",
     "nms",
+    "nms_fixed",
     "patch_torchvision",
     "remove_small_boxes",
     "roi_align",

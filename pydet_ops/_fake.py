@@ -66,6 +66,28 @@ def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
     return _kept_indices_fake(boxes, scores)
 
 
+def _fixed_fake(boxes: torch.Tensor, max_output: int):
+    torch._check(max_output >= 0, lambda: "max_output must be non-negative")
+    return boxes.new_empty((max_output,), dtype=torch.int64), boxes.new_empty((), dtype=torch.int64)
+
+
+@torch.library.register_fake("pydet_ops::nms_fixed")
+def _nms_fixed_fake(boxes, scores, iou_threshold, max_output):
+    _check_same_device("nms_fixed", boxes=boxes, scores=scores)
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must have shape [N, 4]")
+    torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
+    return _fixed_fake(boxes, max_output)
+
+
+@torch.library.register_fake("pydet_ops::batched_nms_fixed")
+def _batched_nms_fixed_fake(boxes, scores, idxs, iou_threshold, max_output):
+    _check_same_device("batched_nms_fixed", boxes=boxes, scores=scores, idxs=idxs)
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must have shape [N, 4]")
+    torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
+    torch._check(idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0], lambda: "idxs must have shape [N]")
+    return _fixed_fake(boxes, max_output)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # RoI ops
 # ---------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import _fake  # noqa: F401  (loads the extension and registers the fake kernels)
-from ._args import as_float, as_number, as_pair, check_same_device, check_tensor
+from ._args import as_float, as_int, as_number, as_pair, check_same_device, check_tensor
 
 _AXIS_ALIGNED_FMTS = ("xyxy", "xywh", "cxcywh")
 _ROTATED_FMTS = ("xywhr", "cxcywhr", "xyxyxyxy")
@@ -104,6 +104,55 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     check_same_device("batched_nms", boxes=boxes, scores=scores, idxs=idxs)
     threshold = as_float("batched_nms", "iou_threshold", iou_threshold)
     return torch.ops.pydet_ops.batched_nms(boxes, scores, idxs, threshold)
+
+
+def _check_max_output(op: str, max_output) -> int:
+    value = as_int(op, "max_output", max_output)
+    if not isinstance(value, torch.SymInt) and not 0 <= value <= 2**31 - 1:
+        raise ValueError(f"{op}: max_output must be in [0, 2^31 - 1], got {value}")
+    return value
+
+
+def nms_fixed(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int) -> Tuple[Tensor, Tensor]:
+    """:func:`nms` with an output of fixed size: ``(keep, count)``.
+
+    Args:
+        boxes (Tensor[N, 4]), scores (Tensor[N]), iou_threshold (float): as in :func:`nms`.
+        max_output (int): length of ``keep``, in ``[0, 2^31 - 1]``.
+
+    Returns:
+        (Tensor, Tensor): ``keep``, int64 ``[max_output]``: the first ``count`` entries are
+        ``nms(boxes, scores, iou_threshold)[:max_output]``, the rest -1; ``count``, an int64 0-d tensor on the
+        boxes' device: ``min(number of kept boxes, max_output)``.
+
+    The shapes depend only on ``max_output``, never on the data: on CUDA the call makes no host
+    synchronisation, so it can be captured in a CUDA graph and compiled with
+    ``torch.compile(mode="reduce-overhead")``. Typical use: proposal selection with a fixed post-NMS top-k.
+    Same input rules as :func:`nms`.
+    """
+    check_tensor("nms_fixed", "boxes", boxes)
+    check_tensor("nms_fixed", "scores", scores)
+    check_same_device("nms_fixed", boxes=boxes, scores=scores)
+    threshold = as_float("nms_fixed", "iou_threshold", iou_threshold)
+    size = _check_max_output("nms_fixed", max_output)
+    return torch.ops.pydet_ops.nms_fixed(boxes, scores, threshold, size)
+
+
+def batched_nms_fixed(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_output: int
+) -> Tuple[Tensor, Tensor]:
+    """:func:`batched_nms` with an output of fixed size: ``(keep, count)`` as in :func:`nms_fixed`.
+
+    ``keep[:count]`` is ``batched_nms(boxes, scores, idxs, iou_threshold)[:max_output]``, padded with -1 to
+    ``max_output`` entries. No host synchronisation on CUDA. Same input rules as :func:`batched_nms`.
+    """
+    check_tensor("batched_nms_fixed", "boxes", boxes)
+    check_tensor("batched_nms_fixed", "scores", scores)
+    check_tensor("batched_nms_fixed", "idxs", idxs)
+    check_same_device("batched_nms_fixed", boxes=boxes, scores=scores, idxs=idxs)
+    threshold = as_float("batched_nms_fixed", "iou_threshold", iou_threshold)
+    size = _check_max_output("batched_nms_fixed", max_output)
+    return torch.ops.pydet_ops.batched_nms_fixed(boxes, scores, idxs, threshold, size)
 
 
 # ---------------------------------------------------------------------------------------------------------

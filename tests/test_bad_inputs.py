@@ -381,6 +381,73 @@ CASES += [
 ]
 
 # ---------------------------------------------------------------------------------------------------------
+# nms_fixed, batched_nms_fixed: nms's rules, plus max_output
+# ---------------------------------------------------------------------------------------------------------
+
+
+def fixed_of(reference, max_output):
+    """(keep, count): keep[:count] is reference()[:max_output], then -1 up to max_output."""
+
+    def check(r):
+        keep, count = r
+        kept = reference()[:max_output]
+        assert keep.dtype == torch.int64 and keep.shape == (max_output,), (keep.dtype, keep.shape)
+        assert count.dtype == torch.int64 and count.dim() == 0 and int(count) == kept.numel(), count
+        assert torch.equal(keep[: kept.numel()], kept) and bool((keep[kept.numel():] == -1).all()), keep
+
+    return Gives(check, f"keep / count of the first {max_output} indices of the reference call")
+
+
+def _fixed_rows(name, call, raw, reference, cat):
+    """Rows of nms_fixed (cat=()) or batched_nms_fixed (cat=(idxs,))."""
+    return [
+        E(f"{name}-boxes-5-cols", lambda: call(torch.zeros(5, 5), S, *cat, 0.5, 3), RuntimeError, rf"{name}: boxes"),
+        E(f"{name}-scores-2d", lambda: call(B, S[:, None], *cat, 0.5, 3), RuntimeError, rf"{name}: scores must be a 1-D"),
+        E(f"{name}-dtype-mismatch", lambda: call(B, S.double(), *cat, 0.5, 3), RuntimeError, r"same dtype"),
+        E(f"{name}-int-boxes", lambda: call(B.long(), S.long(), *cat, 0.5, 3), RuntimeError, r"boxes must be a floating"),
+        E(f"{name}-boxes-not-tensor", lambda: call(B.tolist(), S, *cat, 0.5, 3), TypeError, rf"{name}: boxes must be a"),
+        E(f"{name}-scores-on-meta", lambda: call(B, S.to(META), *cat, 0.5, 3), ValueError,
+          r"boxes and scores must be on the same device"),
+        E(f"{name}-iou_threshold-str", lambda: call(B, S, *cat, "x", 3), ValueError, rf"{name}: iou_threshold"),
+        E(f"{name}-max_output-negative", lambda: call(B, S, *cat, 0.5, -1), ValueError,
+          rf"{name}: max_output must be in \[0, 2\^31 - 1\]"),
+        E(f"{name}-max_output-2^31", lambda: call(B, S, *cat, 0.5, 2**31), ValueError, rf"{name}: max_output"),
+        E(f"{name}-max_output-float", lambda: call(B, S, *cat, 0.5, 3.0), TypeError, rf"{name}: max_output must be an int"),
+        E(f"{name}-max_output-str", lambda: call(B, S, *cat, 0.5, "3"), ValueError, rf"{name}: max_output"),
+        E(f"{name}-max_output-none", lambda: call(B, S, *cat, 0.5, None), TypeError, rf"{name}: max_output"),
+        E(f"raw-{name}-max_output-negative", lambda: raw(B, S, *cat, 0.5, -1), RuntimeError,
+          rf"{name}: max_output must be in"),
+        E(f"raw-{name}-scores-on-meta", lambda: raw(B, S.to(META), *cat, 0.5, 3), RuntimeError,
+          rf"{name}: boxes and scores must be on the same device"),
+        R(f"{name}-empty", lambda: call(torch.zeros(0, 4), torch.zeros(0), *(c[:0] for c in cat), 0.5, 4),
+          fixed_of(lambda: torch.zeros(0, dtype=torch.int64), 4)),
+        R(f"{name}-max_output-0", lambda: call(B, S, *cat, 0.5, 0), fixed_of(lambda: reference(B, S, *cat, 0.5), 0)),
+        R(f"{name}-max_output-above-kept", lambda: call(B, S, *cat, 0.5, 9),
+          fixed_of(lambda: reference(B, S, *cat, 0.5), 9)),
+        R(f"{name}-max_output-bool", lambda: call(B, S, *cat, 0.5, True),
+          fixed_of(lambda: reference(B, S, *cat, 0.5), 1)),
+        R(f"{name}-noncontiguous", lambda: call(_transposed(B), _strided(S), *(_strided(c) for c in cat), 0.5, 3),
+          fixed_of(lambda: reference(B, S, *cat, 0.5), 3)),
+        R(f"{name}-nan-box", lambda: call(_t([[0, 0, 10, 10], [0, 0, NAN, 10], [0, 0, 10, 10]]), S[[4, 3, 2]],
+                                          *(torch.zeros(3, dtype=torch.int64) for _ in cat), 0.5, 3),
+          fixed_of(lambda: torch.tensor([0, 1]), 3)),
+        R(f"{name}-nan-threshold", lambda: call(_IDENTICAL, _TWO, *(c[:2] for c in cat), NAN, 2),
+          fixed_of(lambda: torch.tensor([0, 1]), 2)),
+    ]
+
+
+CASES += _fixed_rows("nms_fixed", ops.nms_fixed, RAW.nms_fixed, ops.nms, ())
+CASES += _fixed_rows("batched_nms_fixed", ops.batched_nms_fixed, RAW.batched_nms_fixed, ops.batched_nms, (I,))
+CASES += [
+    E("batched_nms_fixed-float-idxs", lambda: ops.batched_nms_fixed(B, S, I.float(), 0.5, 3), RuntimeError,
+      r"batched_nms_fixed: idxs must be an integer"),
+    E("batched_nms_fixed-idxs-short", lambda: ops.batched_nms_fixed(B, S, I[:4], 0.5, 3), RuntimeError,
+      r"batched_nms_fixed: idxs must be a 1-D"),
+    E("batched_nms_fixed-idxs-on-meta", lambda: ops.batched_nms_fixed(B, S, I.to(META), 0.5, 3), ValueError,
+      r"boxes and idxs must be on the same device"),
+]
+
+# ---------------------------------------------------------------------------------------------------------
 # Pairwise overlap family: box_iou, generalized_box_iou, distance_box_iou, complete_box_iou
 # ---------------------------------------------------------------------------------------------------------
 OVERLAP = [

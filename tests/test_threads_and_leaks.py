@@ -47,6 +47,8 @@ def _calls():
     return [
         ("nms", lambda: (pydet_ops.nms(boxes, scores, 0.5),)),
         ("batched_nms", lambda: (pydet_ops.batched_nms(boxes, scores, labels, 0.5),)),
+        ("nms_fixed", lambda: pydet_ops.nms_fixed(boxes, scores, 0.5, 64)),
+        ("batched_nms_fixed", lambda: pydet_ops.batched_nms_fixed(boxes, scores, labels, 0.5, 64)),
         ("box_iou", lambda: (pydet_ops.box_iou(boxes, boxes[:50]),)),
         ("complete_box_iou", lambda: (pydet_ops.complete_box_iou(boxes, boxes[:50]),)),
         ("roi_align", lambda: with_grad(lambda t: pydet_ops.roi_align(t, rois, 7, 0.5, 2), x)),

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "ops/checks.h"
+
 namespace pydet_ops {
 
 inline void check_feature_map(const at::Tensor& input, const char* op, const char* arg = "input") {
@@ -53,16 +55,60 @@ inline void check_spatial_scale(double spatial_scale, const char* op) {
               spatial_scale);
 }
 
-// Arguments of a RoI forward op (roi_align, roi_pool) on the CPU.
-inline void check_roi_forward_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
-                                   int64_t pooled_width, double spatial_scale, const char* op) {
+// The tensor arguments of a RoI forward op (roi_align, roi_pool), up to the device type each backend checks.
+inline void check_roi_forward_tensors(const at::Tensor& input, const at::Tensor& rois, const char* op) {
   check_feature_map(input, op);
   check_rois(rois, op);
   TORCH_CHECK(input.device() == rois.device(), op, ": input and rois must be on the same device, got ",
               input.device(), " and ", rois.device());
-  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
+}
+
+// The scalar arguments of a RoI forward op, checked after the device type.
+inline void check_roi_forward_scalars(int64_t pooled_height, int64_t pooled_width, double spatial_scale,
+                                      const char* op) {
   check_pooled_size(pooled_height, pooled_width, op);
   check_spatial_scale(spatial_scale, op);
+}
+
+// Arguments of a RoI forward op (roi_align, roi_pool) on the CPU.
+inline void check_roi_forward_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
+                                   int64_t pooled_width, double spatial_scale, const char* op) {
+  check_roi_forward_tensors(input, rois, op);
+  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
+  check_roi_forward_scalars(pooled_height, pooled_width, spatial_scale, op);
+}
+
+// roi_pool's argmax is an int32 index h * W + w into one H x W plane (torchvision's contract).
+inline void check_roi_pool_plane(const at::Tensor& input, const char* op) {
+  TORCH_CHECK(input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(), op,
+              ": input planes of more than 2^31 - 1 cells are not supported (argmax is an int32 index into an "
+              "H x W plane), got H x W = ", input.size(2), " x ", input.size(3));
+}
+
+// The tensor arguments of _roi_pool_backward, up to the device type each backend checks.
+inline void check_roi_pool_backward_tensors(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                                            const char* op) {
+  check_feature_map(grad, op, "grad");
+  check_rois(rois, op);
+  check_same_device(grad, "grad", rois, "rois", op);
+  check_same_device(grad, "grad", argmax, "argmax", op);
+}
+
+// The sizes of _roi_pool_backward: grad and argmax as roi_pool returned them for an input of
+// [batch_size, channels, height, width].
+inline void check_roi_pool_backward_sizes(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                                          int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+                                          int64_t channels, int64_t height, int64_t width, const char* op) {
+  check_pooled_size(pooled_height, pooled_width, op);
+  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
+              ": input sizes must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
+  TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
+                  grad.size(3) == pooled_width,
+              op, ": grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width,
+              "], got ", grad.sizes());
+  TORCH_CHECK(argmax.scalar_type() == at::kInt && argmax.sizes() == grad.sizes(), op,
+              ": argmax must be the int32 tensor roi_pool returned, of shape ", grad.sizes(), ", got ",
+              argmax.scalar_type(), " ", argmax.sizes());
 }
 
 // The RoIs in the compute type, contiguous, with every batch index checked against `batch` images. A batch

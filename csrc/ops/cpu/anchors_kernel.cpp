@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/memory.h"
+#include "ops/anchors_checks.h"
 
 namespace pydet_ops {
 namespace cpu {
@@ -15,53 +16,7 @@ namespace {
 
 constexpr const char* kOp = "grid_anchors";
 
-struct Level {
-  int64_t height, width, stride_y, stride_x;
-  int64_t first_cell;  // row of cell_anchors where this level's anchors start
-  int64_t cells;       // anchors per location
-  int64_t first_row;   // first output anchor of this level
-};
-
-std::vector<Level> plan_levels(const at::Tensor& cell_anchors, at::IntArrayRef anchors_per_level,
-                               at::IntArrayRef grid_sizes, at::IntArrayRef strides, int64_t* total) {
-  const int64_t levels = static_cast<int64_t>(anchors_per_level.size());
-  TORCH_CHECK(static_cast<int64_t>(grid_sizes.size()) == 2 * levels, kOp,
-              ": grid_sizes must hold (height, width) for each of the ", levels,
-              " levels of anchors_per_level, got ", grid_sizes.size(), " values");
-  TORCH_CHECK(static_cast<int64_t>(strides.size()) == 2 * levels, kOp,
-              ": strides must hold (stride_y, stride_x) for each of the ", levels,
-              " levels of anchors_per_level, got ", strides.size(), " values");
-  std::vector<Level> plan(levels);
-  int64_t cell = 0;
-  int64_t row = 0;
-  for (int64_t l = 0; l < levels; ++l) {
-    Level& lv = plan[l];
-    lv.cells = anchors_per_level[l];
-    lv.height = grid_sizes[2 * l];
-    lv.width = grid_sizes[2 * l + 1];
-    lv.stride_y = strides[2 * l];
-    lv.stride_x = strides[2 * l + 1];
-    TORCH_CHECK(lv.cells >= 0, kOp, ": anchors_per_level must be non-negative, got ", lv.cells, " at level ", l);
-    TORCH_CHECK(lv.height >= 0 && lv.width >= 0, kOp, ": grid_sizes must be non-negative, got (", lv.height, ", ",
-                lv.width, ") at level ", l);
-    TORCH_CHECK(lv.stride_y >= 0 && lv.stride_x >= 0, kOp, ": strides must be non-negative, got (", lv.stride_y,
-                ", ", lv.stride_x, ") at level ", l);
-    constexpr int64_t kLimit = int64_t(1) << 40;  // far beyond any memory, far below overflow
-    TORCH_CHECK(lv.height < kLimit && lv.width < kLimit && lv.stride_y < kLimit && lv.stride_x < kLimit &&
-                    lv.height * lv.width < kLimit / std::max<int64_t>(1, lv.cells),
-                kOp, ": level ", l, " is too large (", lv.height, " x ", lv.width, " locations, ", lv.cells,
-                " anchors each)");
-    lv.first_cell = cell;
-    lv.first_row = row;
-    cell += lv.cells;
-    row += lv.height * lv.width * lv.cells;
-    TORCH_CHECK(row < kLimit, kOp, ": too many anchors (more than 2^40)");
-  }
-  TORCH_CHECK(cell == cell_anchors.size(0), kOp, ": anchors_per_level sums to ", cell, " but cell_anchors has ",
-              cell_anchors.size(0), " rows");
-  *total = row;
-  return plan;
-}
+using Level = AnchorLevel;
 
 template <typename T>
 void fill_anchors(const std::vector<Level>& plan, const T* cells, double offset, T* out) {
@@ -114,15 +69,12 @@ void fill_anchors(const std::vector<Level>& plan, const T* cells, double offset,
 
 at::Tensor grid_anchors_cpu(const at::Tensor& cell_anchors, at::IntArrayRef anchors_per_level,
                             at::IntArrayRef grid_sizes, at::IntArrayRef strides, double offset) {
-  TORCH_CHECK(cell_anchors.defined() && cell_anchors.dim() == 2 && cell_anchors.size(1) == 4, kOp,
-              ": cell_anchors must be a tensor of shape [A, 4], got shape ",
-              cell_anchors.defined() ? cell_anchors.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(at::isFloatingType(cell_anchors.scalar_type()), kOp,
-              ": cell_anchors must be a floating-point tensor, got ", cell_anchors.scalar_type());
+  check_cell_anchors(cell_anchors, kOp);
   TORCH_CHECK(cell_anchors.device().is_cpu(), kOp, ": expected a CPU tensor, got ", cell_anchors.device());
-  TORCH_CHECK(std::isfinite(offset), kOp, ": offset must be finite, got ", offset);
+  check_anchor_offset(offset, kOp);
   int64_t total = 0;
-  const std::vector<Level> plan = plan_levels(cell_anchors, anchors_per_level, grid_sizes, strides, &total);
+  const std::vector<Level> plan =
+      plan_anchor_levels(cell_anchors, anchors_per_level, grid_sizes, strides, &total, kOp);
   at::Tensor out = empty_large({total, 4}, cell_anchors.options());
   if (total == 0) return out;
   const at::Tensor cells = cell_anchors.contiguous();

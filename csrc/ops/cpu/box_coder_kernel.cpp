@@ -11,16 +11,12 @@
 
 #include "common/box_coding.h"
 #include "cpu/memory.h"
-#include "ops/checks.h"
+#include "ops/box_coder_checks.h"
 #include "ops/cpu/box_coder_kernel.h"
 
 namespace pydet_ops {
 namespace cpu {
 namespace {
-
-void check_weights(at::ArrayRef<double> weights, const char* op) {
-  TORCH_CHECK(weights.size() == 4, op, ": weights must hold 4 values (wx, wy, ww, wh), got ", weights.size());
-}
 
 template <typename T>
 void encode_all(const T* g, const T* p, int64_t n, at::ArrayRef<double> weights, T* o) {
@@ -97,14 +93,9 @@ at::Tensor encode_mixed_dtypes(const at::Tensor& reference_boxes, const at::Tens
 at::Tensor encode_boxes_cpu(const at::Tensor& reference_boxes, const at::Tensor& proposals,
                             at::ArrayRef<double> weights) {
   constexpr const char* op = "encode_boxes";
-  check_boxes(reference_boxes, op, "reference_boxes", 2, true);
-  check_boxes(proposals, op, "proposals", 2, true);
-  check_same_device(reference_boxes, "reference_boxes", proposals, "proposals", op);
+  check_encode_tensors(reference_boxes, proposals, op);
   TORCH_CHECK(reference_boxes.device().is_cpu(), op, ": expected CPU tensors, got ", reference_boxes.device());
-  TORCH_CHECK(reference_boxes.size(0) == proposals.size(0), op,
-              ": reference_boxes and proposals must have the same number of boxes, got ", reference_boxes.size(0),
-              " and ", proposals.size(0));
-  check_weights(weights, op);
+  check_encode_sizes(reference_boxes, proposals, weights, op);
   if (reference_boxes.scalar_type() != proposals.scalar_type()) {
     return encode_mixed_dtypes(reference_boxes, proposals, weights);
   }
@@ -124,22 +115,9 @@ at::Tensor encode_boxes_cpu(const at::Tensor& reference_boxes, const at::Tensor&
 at::Tensor decode_boxes_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                             double bbox_xform_clip) {
   constexpr const char* op = "decode_boxes";
-  TORCH_CHECK(rel_codes.defined() && rel_codes.dim() == 2, op,
-              ": rel_codes must be a 2-D tensor of shape [N, 4 * K], got shape ",
-              rel_codes.defined() ? rel_codes.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(rel_codes.size(1) % 4 == 0, op,
-              ": rel_codes must hold 4 deltas (dx, dy, dw, dh) per box, so its last dimension must be a multiple "
-              "of 4, got shape ",
-              rel_codes.sizes());
-  TORCH_CHECK(at::isFloatingType(rel_codes.scalar_type()), op, ": rel_codes must be a floating-point tensor, got ",
-              rel_codes.scalar_type());
-  check_boxes(boxes, op, "boxes", 2, true);
-  check_same_device(rel_codes, "rel_codes", boxes, "boxes", op);
+  check_decode_tensors(rel_codes, boxes, op);
   TORCH_CHECK(rel_codes.device().is_cpu(), op, ": expected CPU tensors, got ", rel_codes.device());
-  TORCH_CHECK(rel_codes.size(0) == boxes.size(0), op, ": rel_codes and boxes must have the same number of rows, got ",
-              rel_codes.size(0), " and ", boxes.size(0));
-  check_weights(weights, op);
-  TORCH_CHECK(!std::isnan(bbox_xform_clip), op, ": bbox_xform_clip must not be NaN");
+  check_decode_sizes(rel_codes, boxes, weights, bbox_xform_clip, op);
   const at::Tensor codes = rel_codes.contiguous();
   const at::Tensor ref = boxes.to(codes.scalar_type()).contiguous();
   const int64_t n = codes.size(0);

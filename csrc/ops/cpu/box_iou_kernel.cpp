@@ -1,7 +1,6 @@
 // CPU kernels of the pairwise overlap ops: validation, broadcasting, threading. The per-pair math is
 // common/box_math.h; the vectorised row loop is box_iou_rows.h, compiled per ISA.
 #include <ATen/ATen.h>
-#include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -9,7 +8,7 @@
 #include <vector>
 
 #include "cpu/memory.h"
-#include "ops/checks.h"
+#include "ops/box_iou_plan.h"
 #include "ops/cpu/box_iou_kernel.h"
 
 namespace pydet_ops {
@@ -84,44 +83,17 @@ class ColumnStore {
 
 at::Tensor pairwise_overlap_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind, double eps,
                                 const char* op) {
-  check_boxes(boxes1, op, "boxes1", 2, false);
-  check_boxes(boxes2, op, "boxes2", 2, false);
-  check_same_device(boxes1, "boxes1", boxes2, "boxes2", op);
+  PairwisePlan plan = plan_pairwise(boxes1, boxes2, op);
   TORCH_CHECK(boxes1.device().is_cpu(), op, ": expected CPU tensors, got ", boxes1.device());
-
-  const auto compute = compute_type_of(at::promote_types(boxes1.scalar_type(), boxes2.scalar_type()));
-  const int64_t n = boxes1.size(-2);
-  const int64_t m = boxes2.size(-2);
-  const auto lead1 = boxes1.sizes().slice(0, boxes1.dim() - 2);
-  const auto lead2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
-  std::vector<int64_t> batch_shape;
-  try {
-    batch_shape = at::infer_size(lead1, lead2);
-  } catch (const c10::Error&) {
-    TORCH_CHECK(false, op, ": the leading dimensions of boxes1 ", boxes1.sizes(), " and boxes2 ", boxes2.sizes(),
-                " do not broadcast");
-  }
-  int64_t batches = 1;
-  for (int64_t s : batch_shape) batches *= s;
-
-  std::vector<int64_t> out_shape(batch_shape);
-  out_shape.push_back(n);
-  out_shape.push_back(m);
-  at::Tensor out = empty_large(out_shape, boxes1.options().dtype(compute));
+  at::Tensor out = empty_large(plan.out_shape, boxes1.options().dtype(plan.compute));
   if (out.numel() == 0) {
     return out;
   }
+  const int64_t batches = plan.batches, n = plan.n, m = plan.m;
+  const at::Tensor& a = plan.a;
+  const at::Tensor& b = plan.b;
 
-  auto flatten = [&](const at::Tensor& boxes, int64_t count) {
-    std::vector<int64_t> shape(batch_shape);
-    shape.push_back(count);
-    shape.push_back(4);
-    return boxes.expand(shape).reshape({batches, count, 4}).to(compute).contiguous();
-  };
-  const at::Tensor a = flatten(boxes1, n);
-  const at::Tensor b = flatten(boxes2, m);
-
-  AT_DISPATCH_FLOATING_TYPES(compute, "pairwise_overlap_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(plan.compute, "pairwise_overlap_cpu", [&] {
     using T = scalar_t;
     const ColumnStore<T> rows(a, batches, n, kind);
     const ColumnStore<T> cols(b, batches, m, kind);

@@ -4,31 +4,19 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "common/box_math.h"
 #include "cpu/sort_keys.h"
-#include "ops/checks.h"
+#include "ops/nms_checks.h"
 #include "ops/cpu/nms_kernel.h"
 
 namespace pydet_ops {
 namespace cpu {
 namespace {
-
-void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const char* op) {
-  check_boxes(boxes, op, "boxes", 2, true);
-  TORCH_CHECK(scores.defined() && scores.dim() == 1, op, ": scores must be a 1-D tensor of shape [N], got shape ",
-              scores.defined() ? scores.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(boxes.size(0) == scores.size(0), op, ": boxes and scores must have the same length N, got ",
-              boxes.size(0), " boxes and ", scores.size(0), " scores");
-  TORCH_CHECK(boxes.scalar_type() == scores.scalar_type(), op, ": boxes and scores must have the same dtype, got ",
-              boxes.scalar_type(), " and ", scores.scalar_type());
-  check_same_device(boxes, "boxes", scores, "scores", op);
-  TORCH_CHECK(boxes.device().is_cpu(), op, ": expected CPU tensors, got ", boxes.device());
-  TORCH_CHECK(boxes.size(0) <= std::numeric_limits<int32_t>::max(), op, ": at most 2^31 - 1 boxes are supported, got ",
-              boxes.size(0));
-}
 
 // Greedy NMS over `segments` (consecutive runs of `order`, each one category, each already in descending
 // score order). Returns a keep flag per original box index.
@@ -130,19 +118,42 @@ at::Tensor run_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   check_nms_inputs(boxes, scores, "nms");
+  TORCH_CHECK(boxes.device().is_cpu(), "nms: expected CPU tensors, got ", boxes.device());
   return run_nms(boxes, scores, nullptr, iou_threshold);
 }
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                            double iou_threshold) {
   check_nms_inputs(boxes, scores, "batched_nms");
-  TORCH_CHECK(idxs.defined() && idxs.dim() == 1 && idxs.size(0) == boxes.size(0),
-              "batched_nms: idxs must be a 1-D tensor with one category per box (shape [", boxes.size(0), "]), got shape ",
-              idxs.defined() ? idxs.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false), "batched_nms: idxs must be an integer tensor, got ",
-              idxs.scalar_type());
-  check_same_device(boxes, "boxes", idxs, "idxs", "batched_nms");
+  check_nms_categories(boxes, idxs, "batched_nms");
+  TORCH_CHECK(boxes.device().is_cpu(), "batched_nms: expected CPU tensors, got ", boxes.device());
   return run_nms(boxes, scores, &idxs, iou_threshold);
+}
+
+// The first `max_output` kept indices padded with -1 to exactly max_output, and their count (a 0-d tensor).
+std::tuple<at::Tensor, at::Tensor> pad_kept(const at::Tensor& kept, int64_t max_output) {
+  const int64_t count = std::min<int64_t>(kept.size(0), max_output);
+  at::Tensor keep = at::full({max_output}, -1, kept.options());
+  keep.narrow(0, 0, count).copy_(kept.narrow(0, 0, count));
+  return {keep, at::scalar_tensor(count, kept.options())};
+}
+
+std::tuple<at::Tensor, at::Tensor> nms_fixed_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                                                 double iou_threshold, int64_t max_output) {
+  check_nms_inputs(boxes, scores, "nms_fixed");
+  check_max_output(max_output, "nms_fixed");
+  TORCH_CHECK(boxes.device().is_cpu(), "nms_fixed: expected CPU tensors, got ", boxes.device());
+  return pad_kept(run_nms(boxes, scores, nullptr, iou_threshold), max_output);
+}
+
+std::tuple<at::Tensor, at::Tensor> batched_nms_fixed_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                                                         const at::Tensor& idxs, double iou_threshold,
+                                                         int64_t max_output) {
+  check_nms_inputs(boxes, scores, "batched_nms_fixed");
+  check_nms_categories(boxes, idxs, "batched_nms_fixed");
+  check_max_output(max_output, "batched_nms_fixed");
+  TORCH_CHECK(boxes.device().is_cpu(), "batched_nms_fixed: expected CPU tensors, got ", boxes.device());
+  return pad_kept(run_nms(boxes, scores, &idxs, iou_threshold), max_output);
 }
 
 }  // namespace
@@ -150,6 +161,8 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, co
 TORCH_LIBRARY_IMPL(pydet_ops, CPU, m) {
   m.impl("nms", TORCH_FN(nms_cpu));
   m.impl("batched_nms", TORCH_FN(batched_nms_cpu));
+  m.impl("nms_fixed", TORCH_FN(nms_fixed_cpu));
+  m.impl("batched_nms_fixed", TORCH_FN(batched_nms_fixed_cpu));
 }
 
 }  // namespace cpu

@@ -37,10 +37,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
                                                         int64_t pooled_width) {
   const char* op = "roi_pool";
   check_roi_forward_args(input, rois, pooled_height, pooled_width, spatial_scale, op);
-  // argmax holds int32 indices into one H x W plane (torchvision's contract).
-  TORCH_CHECK(input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(), op,
-              ": input planes of more than 2^31 - 1 cells are not supported (argmax is an int32 index into an "
-              "H x W plane), got H x W = ", input.size(2), " x ", input.size(3));
+  check_roi_pool_plane(input, op);
 
   const auto compute = compute_type_for(input.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
@@ -75,21 +72,10 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
                                  double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
                                  int64_t channels, int64_t height, int64_t width) {
   const char* op = "_roi_pool_backward";
-  check_feature_map(grad, op, "grad");
-  check_rois(rois, op);
-  check_same_device(grad, "grad", rois, "rois", op);
-  check_same_device(grad, "grad", argmax, "argmax", op);
+  check_roi_pool_backward_tensors(grad, rois, argmax, op);
   TORCH_CHECK(grad.device().is_cpu(), op, ": expected CPU tensors, got ", grad.device());
-  check_pooled_size(pooled_height, pooled_width, op);
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
-              ": input sizes must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
-  TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
-                  grad.size(3) == pooled_width,
-              op, ": grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width,
-              "], got ", grad.sizes());
-  TORCH_CHECK(argmax.scalar_type() == at::kInt && argmax.sizes() == grad.sizes(), op,
-              ": argmax must be the int32 tensor roi_pool returned, of shape ", grad.sizes(), ", got ",
-              argmax.scalar_type(), " ", argmax.sizes());
+  check_roi_pool_backward_sizes(grad, rois, argmax, pooled_height, pooled_width, batch_size, channels, height, width,
+                                op);
 
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch_size, op);

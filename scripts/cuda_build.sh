@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Compiles the extension with its CUDA kernels (FORCE_CUDA=1) on a machine with or without a GPU, into
+# build-cuda/ (the in-place CPU build is left alone), then checks that every op has a CUDA kernel
+# registered with the dispatcher.
+#
+# Needs the CUDA-enabled torch of requirements/dev.txt and nvcc (CUDA 13 for torch 2.13). CUDA_HOME is taken
+# from the environment, else from nvcc's location (nvcc may be a wrapper script that execs the real one).
+# TORCH_CUDA_ARCH_LIST defaults to 9.0 (H100 / H200) when no GPU is visible; set it for other GPUs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PY:-.venv/bin/python}
+
+cuda_root=${CUDA_HOME:-}
+if [ -z "$cuda_root" ] && command -v nvcc >/dev/null; then
+  nvcc_path=$(command -v nvcc)
+  real=$(sed -n 's/^exec \([^ ]*nvcc\).*/\1/p' "$nvcc_path" 2>/dev/null | head -n 1)
+  cuda_root=$(dirname "$(dirname "$(readlink -f "${real:-$nvcc_path}")")")
+fi
+if [ -z "$cuda_root" ]; then
+  for d in /usr/local/cuda /usr/local/cuda-*; do [ -x "$d/bin/nvcc" ] && cuda_root=$d && break; done
+fi
+[ -n "$cuda_root" ] || { echo "cuda_build.sh: no CUDA toolkit found; set CUDA_HOME" >&2; exit 1; }
+export CUDA_HOME=$cuda_root
+# torch's CUDA headers include cusparse.h, cublas.h ... from the nvidia/cu* wheel next to torch.
+wheel_dir=$($PY -c 'import glob, nvidia; print((sorted(glob.glob(nvidia.__path__[0] + "/cu[0-9]*")) or [""])[-1])')
+if [ -n "$wheel_dir" ]; then
+  export CPATH="$wheel_dir/include${CPATH:+:$CPATH}"
+  export LIBRARY_PATH="$wheel_dir/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$wheel_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ] && [ "$($PY -c 'import torch; print(int(torch.cuda.is_available()))')" = 0 ]; then
+  export TORCH_CUDA_ARCH_LIST=9.0
+fi
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+
+echo "CUDA_HOME=$CUDA_HOME TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-auto} nvcc: $("$CUDA_HOME/bin/nvcc" --version | tail -n 1)"
+FORCE_CUDA=1 $PY setup.py build_ext --build-lib build-cuda/lib --build-temp build-cuda/temp > build-cuda.log 2>&1 \
+  || { grep -n -E "error|Error" build-cuda.log | head -40; tail -30 build-cuda.log; exit 1; }
+lib=$(ls build-cuda/lib/pydet_ops/_C*.so)
+echo "built $lib"
+$PY scripts/check_cuda_registration.py "$lib"
