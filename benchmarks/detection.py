@@ -105,13 +105,24 @@ def _labelled_steps(model) -> List[tuple]:
 def _labelled(steps):
     saved = []
     try:
-        for owner, name, label in steps:
+        for owner, name, label, *sync in steps:
             original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
             saved.append((owner, name, original))
 
-            def wrapper(*args, __f=original, __label=label, **kwargs):
-                with torch.profiler.record_function("det::" + __label):
-                    return __f(*args, **kwargs)
+            if sync:
+
+                def wrapper(*args, __f=original, __label=label, __sync=sync[0], **kwargs):
+                    __sync()
+                    with torch.profiler.record_function("det::" + __label):
+                        result = __f(*args, **kwargs)
+                        __sync()
+                    return result
+
+            else:
+
+                def wrapper(*args, __f=original, __label=label, **kwargs):
+                    with torch.profiler.record_function("det::" + __label):
+                        return __f(*args, **kwargs)
 
             setattr(owner, name, wrapper)
         yield
@@ -134,13 +145,25 @@ def _stderr_silenced():
         os.close(saved)
 
 
-def detection_share(model, run) -> Dict[str, Any]:
-    """One profiled run: total time, and time inside each labelled detection step."""
+def detection_share(model, run, sync=None) -> Dict[str, Any]:
+    """One profiled run: total time, and time inside each labelled detection step.
+
+    With sync (torch.cuda.synchronize on a GPU), the device is drained before each labelled range opens and
+    before it closes, so the ranges' host times cover the device work they launched rather than only the
+    launches; the profiled run is slower for it, the timed runs are not affected.
+    """
     run()  # warm
-    with _labelled(_labelled_steps(model)), _stderr_silenced():
+    steps = _labelled_steps(model)
+    if sync is not None:
+        steps = [(owner, name, label, sync) for owner, name, label in steps]
+    with _labelled(steps), _stderr_silenced():
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            if sync is not None:
+                sync()
             with torch.profiler.record_function("det::total"):
                 run()
+                if sync is not None:
+                    sync()
     # Profiler times are in microseconds.
     totals = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key.startswith("det::")}
     total = totals.pop("det::total", 0.0)
@@ -168,8 +191,9 @@ def check_detections(inputs, expected, actual) -> str:
 class DetectorPair:
     """A torchvision detector built twice from the same weights: as is, and while patched."""
 
-    def __init__(self, builder):
+    def __init__(self, builder, device: str = "cpu"):
         self.builder = builder
+        self.device = device
         self._models = None
 
     def models(self):
@@ -179,6 +203,9 @@ class DetectorPair:
             with pydet_ops.patch_torchvision():
                 patched = self.builder(weights=None, weights_backbone=None, box_score_thresh=0.0).eval()
             patched.load_state_dict(reference.state_dict())
+            if self.device != "cpu":
+                # Built (and seeded) on the CPU so both devices run the same weights.
+                reference, patched = reference.to(self.device), patched.to(self.device)
             self._models = (reference, patched)
         return self._models
 
@@ -192,27 +219,29 @@ class DetectorPair:
 
     def profile(self, images) -> Dict[str, Any]:
         reference, patched = self.models()
+        sync = torch.cuda.synchronize if self.device == "cuda" else None
         with torch.no_grad():
-            before = detection_share(reference, lambda: reference(images))
+            before = detection_share(reference, lambda: reference(images), sync)
             with pydet_ops.patch_torchvision():
-                after = detection_share(patched, lambda: patched(images))
+                after = detection_share(patched, lambda: patched(images), sync)
         return {"torchvision": before, "pydet_ops": after}
 
 
-def _detector_workloads() -> List[Workload]:
+def _detector_workloads(device: str = "cpu") -> List[Workload]:
     def images(g):
         # One 480x640 image; the detectors' transform resizes it to 800x1067.
         return ([torch.rand(3, 480, 640, generator=g)],)
 
+    where = "CPU" if device == "cpu" else "CUDA"
     out = []
     for name in ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"):
-        pair = DetectorPair(getattr(detection, name))
+        pair = DetectorPair(getattr(detection, name), device)
         out.append(
-            Workload(name, "CPU inference, 1 image 480x640 -> 800x1067", "eval, random weights", images,
+            Workload(name, f"{where} inference, 1 image 480x640 -> 800x1067", "eval, random weights", images,
                      pair.torchvision, pair.pydet, check_detections, heavy=True, profile=pair.profile)
         )
     return out
 
 
-def detection_workloads() -> List[Workload]:
-    return _anchor_workloads() + _coder_workloads() + _detector_workloads()
+def detection_workloads(device: str = "cpu") -> List[Workload]:
+    return _anchor_workloads() + _coder_workloads() + _detector_workloads(device)

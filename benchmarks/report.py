@@ -72,6 +72,31 @@ def format_profiles(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+GRAPH_SUFFIX = ", CUDA graph replay"
+EAGER_SUFFIX = ", eager"
+
+
+def format_graph_replays(rows: List[Dict[str, Any]]) -> str:
+    """For ops timed both eagerly and replayed from a CUDA graph (cases "<x>, eager" and "<x>, CUDA graph
+    replay"): the two pydet_ops times side by side. Both rows are checked against torchvision, and the replay
+    against the eager call, before timing."""
+    by_case = {(r["op"], r["case"]): r for r in rows}
+    lines = []
+    for r in rows:
+        if not r["case"].endswith(GRAPH_SUFFIX):
+            continue
+        base = r["case"][: -len(GRAPH_SUFFIX)]
+        eager = by_case.get((r["op"], base + EAGER_SUFFIX))
+        if eager is None:
+            continue
+        e, g = eager["pydet_ops"]["median"], r["pydet_ops"]["median"]
+        lines.append(
+            f"{r['op']} ({base}): eager {fmt_time(e)}, CUDA graph replay {fmt_time(g)} ({fmt_speedup(e / g)}), "
+            f"replay equal to the eager call and to torchvision: {'yes' if r['match'] else 'NO: ' + r['mismatch']}"
+        )
+    return "\n".join(lines)
+
+
 def _relative_spread(stats: Dict[str, float]) -> float:
     return stats["iqr"] / stats["median"] if stats["median"] > 0 else 0.0
 
@@ -111,7 +136,10 @@ def plot(rows: List[Dict[str, Any]], env: Dict[str, Any], directory: str) -> Lis
 
     os.makedirs(directory, exist_ok=True)
     written = []
-    title = f"{env['cpu']} ({env['cpu_capability']}), {env['threads']} threads, torch {env['torch']}"
+    if env.get("device") == "cuda":
+        title = f"{env['gpu']}, CUDA {env['cuda']}, torch {env['torch']}"
+    else:
+        title = f"{env['cpu']} ({env['cpu_capability']}), {env['threads']} threads, torch {env['torch']}"
 
     cases = [r for r in rows if not r.get("sweep")]
     if cases:
@@ -164,4 +192,4 @@ def progress_line(done: int, total: int, label: str, width: int = 28) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}"
 
 
-__all__ = ["format_table", "compare", "plot", "progress_line", "fmt_time", "fmt_bytes"]
+__all__ = ["format_table", "format_graph_replays", "compare", "plot", "progress_line", "fmt_time", "fmt_bytes"]

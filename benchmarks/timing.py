@@ -1,4 +1,4 @@
-"""Interleaved timing of two callables on the same inputs, and their extra memory."""
+"""Interleaved timing of two callables on the same inputs, and their extra memory (CPU or CUDA)."""
 
 import ctypes
 import gc
@@ -6,6 +6,8 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Dict, List, Tuple
+
+import torch
 
 # Calls slower than this get fewer repeats (the spread of a multi-second call is small anyway).
 SLOW_CALL_S = 0.5
@@ -18,28 +20,56 @@ def _per_call(fn: Callable[[], Any], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
+def _per_call_cuda(fn: Callable[[], Any], number: int) -> float:
+    """Mean time of one call on the current CUDA device.
+
+    The device is drained before each call, so calls never overlap and each is timed from an idle GPU; CUDA
+    events recorded on the stream around the call then time it from its start (host-side work and launches
+    included, since the start event fires as soon as it is recorded on the idle stream) to the end of the last
+    kernel it queued. Synchronous host waits inside the call (e.g. a data-dependent output size) are included.
+    """
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    total_ms = 0.0
+    for _ in range(number):
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        total_ms += start.elapsed_time(end)
+    return total_ms / 1e3 / number
+
+
 def calibrate(one_call_s: float, target_s: float) -> int:
     """Calls per timed batch so that one batch takes about target_s."""
     return max(1, min(10000, int(target_s / max(one_call_s, 1e-7))))
 
 
 def compare(
-    a: Callable[[], Any], b: Callable[[], Any], repeats: int, batch_s: float
+    a: Callable[[], Any], b: Callable[[], Any], repeats: int, batch_s: float, device: str = "cpu"
 ) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Times a and b interleaved (a b a b ...), each repeat a batch of calls lasting about batch_s.
 
     One warm-up call each (first-call allocations, thread-pool start) also sizes the batches. Returns
     per-call statistics for each side: median, min, max and interquartile range in seconds, and repeats.
+    On "cuda", every call is timed on its own with the device synchronised around it (see _per_call_cuda),
+    after one further untimed call each: the first CUDA calls load kernels and grow the allocator's pools.
     """
-    first_a, first_b = _per_call(a, 1), _per_call(b, 1)
+    per_call = _per_call
+    if device == "cuda":
+        per_call = _per_call_cuda
+        per_call(a, 1)
+        per_call(b, 1)
+    first_a, first_b = per_call(a, 1), per_call(b, 1)
     if max(first_a, first_b) > SLOW_CALL_S:
         repeats = min(repeats, 3)
     num_a, num_b = calibrate(first_a, batch_s), calibrate(first_b, batch_s)
     times_a: List[float] = []
     times_b: List[float] = []
     for _ in range(repeats):
-        times_a.append(_per_call(a, num_a))
-        times_b.append(_per_call(b, num_b))
+        times_a.append(per_call(a, num_a))
+        times_b.append(per_call(b, num_b))
     return summarize(times_a), summarize(times_b)
 
 
@@ -89,5 +119,24 @@ def extra_resident_bytes(fn: Callable[[], Any]) -> int:
     before = _rss_bytes("VmRSS")
     result = fn()
     peak = _rss_bytes("VmHWM")
+    del result
+    return max(0, peak - before)
+
+
+def extra_cuda_bytes(fn: Callable[[], Any]) -> int:
+    """Peak CUDA memory allocated during one call of fn above what was allocated before it (its output
+    included), from the caching allocator's statistics of the current device.
+
+    Counts tensors, not the allocator's cached-but-free blocks, so the figure does not depend on what earlier
+    calls left in the cache; memory that libraries allocate outside the allocator (cuBLAS/cuDNN workspaces
+    set up once) is not seen.
+    """
+    gc.collect()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
     del result
     return max(0, peak - before)

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PY:-.venv/bin/python}
+case $PY in /*) ;; */*) PY="$(pwd)/$PY" ;; esac
+root=$(pwd)
 
 cuda_root=${CUDA_HOME:-}
 if [ -z "$cuda_root" ] && command -v nvcc >/dev/null; then
@@ -39,3 +41,12 @@ FORCE_CUDA=1 $PY setup.py build_ext --build-lib build-cuda/lib --build-temp buil
 lib=$(ls build-cuda/lib/pydet_ops/_C*.so)
 echo "built $lib"
 $PY scripts/check_cuda_registration.py "$lib"
+# The package around the CUDA-enabled library: it imports and runs on the CPU of a machine without a GPU.
+cp pydet_ops/*.py build-cuda/lib/pydet_ops/
+(cd /tmp && PYTHONPATH="$root/build-cuda/lib" "$PY" -c '
+import torch, pydet_ops
+assert pydet_ops.build_info()["cuda"], pydet_ops.build_info()
+b = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]])
+assert pydet_ops.nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]
+print("CUDA-enabled build imports and runs on CPU:", pydet_ops.__file__, "GPU visible:", torch.cuda.is_available())
+')

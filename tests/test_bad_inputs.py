@@ -1024,6 +1024,10 @@ CASES += [
       equals([[NAN, 0, 1, 1], [NAN, 0, 5, 1]])),
     E("grid_anchors-over-2^40", lambda: ops.grid_anchors([_CELL], [(2**40, 1)], [(1, 1)]), RuntimeError,
       r"grid_anchors: level 0 is too large"),
+    # 2^32 x 2^32 locations: the product overflows int64 to 0 and must not pass as an empty level.
+    E("grid_anchors-locations-product-overflows", lambda: ops.grid_anchors([_CELL, _CELL], [(2**32, 2**32), (2, 2)],
+                                                                       [(1, 1), (1, 1)]),
+      RuntimeError, r"grid_anchors: level 0 is too large"),
     E("raw-grid_anchors-anchors_per_level-negative", lambda: RAW.grid_anchors(_CELL, [-1], [2, 2], [1, 1], 0.0),
       RuntimeError, r"grid_anchors: anchors_per_level must be non-negative"),
     E("raw-grid_anchors-anchors_per_level-sum", lambda: RAW.grid_anchors(_CELL, [3], [2, 2], [1, 1], 0.0), RuntimeError,

@@ -59,7 +59,8 @@ inline std::vector<AnchorLevel> plan_anchor_levels(const at::Tensor& cell_anchor
                 ", ", lv.stride_x, ") at level ", l);
     constexpr int64_t kLimit = int64_t(1) << 40;  // far beyond any memory, far below overflow
     TORCH_CHECK(lv.height < kLimit && lv.width < kLimit && lv.stride_y < kLimit && lv.stride_x < kLimit &&
-                    lv.height * lv.width < kLimit / std::max<int64_t>(1, lv.cells),
+                    // height * width could overflow: compare by division.
+                    (lv.width == 0 || lv.height <= (kLimit / std::max<int64_t>(1, lv.cells) - 1) / lv.width),
                 op, ": level ", l, " is too large (", lv.height, " x ", lv.width, " locations, ", lv.cells,
                 " anchors each)");
     lv.first_cell = cell;

@@ -111,6 +111,71 @@ inline void check_roi_pool_backward_sizes(const at::Tensor& grad, const at::Tens
               argmax.scalar_type(), " ", argmax.sizes());
 }
 
+// grad of a pooled output: [num_rois, channels, pooled_height, pooled_width].
+inline void check_pooled_grad_shape(const at::Tensor& grad, int64_t num_rois, int64_t channels, int64_t pooled_height,
+                                    int64_t pooled_width, const char* op) {
+  TORCH_CHECK(grad.size(0) == num_rois && grad.size(1) == channels && grad.size(2) == pooled_height &&
+                  grad.size(3) == pooled_width,
+              op, ": grad must have shape [", num_rois, ", ", channels, ", ", pooled_height, ", ", pooled_width,
+              "], got ", grad.sizes());
+}
+
+// The tensor arguments of _roi_align_backward, up to the device type each backend checks.
+inline void check_roi_align_backward_tensors(const at::Tensor& grad, const at::Tensor& rois, const char* op) {
+  check_feature_map(grad, op, "grad");
+  check_rois(rois, op);
+  check_same_device(grad, "grad", rois, "rois", op);
+}
+
+// The scalar arguments and sizes of _roi_align_backward, checked after the device type.
+inline void check_roi_align_backward_sizes(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                           int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+                                           int64_t channels, int64_t height, int64_t width, int64_t sampling_ratio,
+                                           const char* op) {
+  check_pooled_size(pooled_height, pooled_width, op);
+  check_spatial_scale(spatial_scale, op);
+  check_sampling_ratio(sampling_ratio, op);
+  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
+              ": input sizes must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
+  check_pooled_grad_shape(grad, rois.size(0), channels, pooled_height, pooled_width, op);
+}
+
+// multi_scale_roi_align: one positive, finite scale per feature map.
+inline void check_spatial_scales(at::ArrayRef<double> scales, size_t levels, const char* op) {
+  TORCH_CHECK(levels > 0, op, ": features must hold at least one feature map");
+  TORCH_CHECK(scales.size() == levels, op, ": spatial_scales must have one scale per feature map (", levels,
+              "), got ", scales.size());
+  for (double s : scales) check_spatial_scale(s, op);
+}
+
+// multi_scale_roi_align: a feature map next to the first (checked after its device).
+inline void check_feature_level(const at::Tensor& level, const at::Tensor& first, const char* op) {
+  TORCH_CHECK(level.scalar_type() == first.scalar_type() && level.size(0) == first.size(0) &&
+                  level.size(1) == first.size(1),
+              op, ": every feature map must have the dtype, batch size and channels of the first, got ",
+              level.scalar_type(), " ", level.sizes(), " and ", first.scalar_type(), " ", first.sizes());
+}
+
+// _multi_scale_roi_align_backward: feature_sizes holds [N, C, H, W] per level. Returns the number of levels.
+inline size_t check_feature_sizes(at::IntArrayRef feature_sizes, const char* op) {
+  TORCH_CHECK(feature_sizes.size() % 4 == 0 && !feature_sizes.empty(), op,
+              ": feature_sizes must hold [N, C, H, W] for each level, got ", feature_sizes);
+  return feature_sizes.size() / 4;
+}
+
+// _multi_scale_roi_align_backward: the sizes `s` of one level next to the first level's batch and channels.
+inline void check_level_sizes(const int64_t* s, int64_t batch, int64_t channels, const char* op) {
+  TORCH_CHECK(s[0] == batch && s[1] == channels && s[2] >= 0 && s[3] >= 0, op,
+              ": every level must have the batch size and channels of the first, got ", at::IntArrayRef(s, 4));
+}
+
+// multi_scale_roi_align's level range (torchvision's LevelMapper): k_min = int(-log2(scale of the finest
+// map)), k_max likewise for the coarsest.
+inline void fpn_level_range(at::ArrayRef<double> scales, int& k_min, int& k_max) {
+  k_min = static_cast<int>(-std::log2(scales.front()));
+  k_max = static_cast<int>(-std::log2(scales.back()));
+}
+
 // The RoIs in the compute type, contiguous, with every batch index checked against `batch` images. A batch
 // index is truncated toward zero as torchvision does (so 1.7 means image 1).
 inline at::Tensor prepared_rois(const at::Tensor& rois, at::ScalarType compute, int64_t batch, const char* op) {

@@ -18,20 +18,12 @@ namespace {
 
 constexpr const char* kOp = "multi_scale_roi_align";
 
-void check_scales(at::ArrayRef<double> scales, size_t levels, const char* op) {
-  TORCH_CHECK(levels > 0, op, ": features must hold at least one feature map");
-  TORCH_CHECK(scales.size() == levels, op, ": spatial_scales must have one scale per feature map (", levels,
-              "), got ", scales.size());
-  for (double s : scales) check_spatial_scale(s, op);
-}
-
 // Level of each RoI relative to the finest map, or -1 when it has none (NaN / negative area).
 template <typename T>
 std::vector<int> levels_of(const at::Tensor& rois, at::ArrayRef<double> scales, int64_t canonical_scale,
                            int64_t canonical_level) {
-  // torchvision: k_min = int(-log2(scale of the finest map)), k_max likewise for the coarsest.
-  const int k_min = static_cast<int>(-std::log2(scales.front()));
-  const int k_max = static_cast<int>(-std::log2(scales.back()));
+  int k_min, k_max;
+  fpn_level_range(scales, k_min, k_max);
   const int num_levels = static_cast<int>(scales.size());
   const T* r = rois.const_data_ptr<T>();
   std::vector<int> levels(static_cast<size_t>(rois.size(0)));
@@ -46,7 +38,7 @@ std::vector<int> levels_of(const at::Tensor& rois, at::ArrayRef<double> scales, 
 at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,
                                    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                    int64_t canonical_scale, int64_t canonical_level) {
-  check_scales(scales, features.size(), kOp);
+  check_spatial_scales(scales, features.size(), kOp);
   check_rois(rois, kOp);
   check_pooled_size(pooled_height, pooled_width, kOp);
   check_sampling_ratio(sampling_ratio, kOp);
@@ -56,10 +48,7 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
     check_feature_map(features[l], kOp, "features");
     TORCH_CHECK(features[l].device().is_cpu() && rois.device().is_cpu(), kOp, ": expected CPU tensors, got ",
                 features[l].device(), " and ", rois.device());
-    TORCH_CHECK(features[l].scalar_type() == first.scalar_type() && features[l].size(0) == first.size(0) &&
-                    features[l].size(1) == first.size(1),
-                kOp, ": every feature map must have the dtype, batch size and channels of the first, got ",
-                features[l].scalar_type(), " ", features[l].sizes(), " and ", first.scalar_type(), " ", first.sizes());
+    check_feature_level(features[l], first, kOp);
   }
   const auto compute = compute_type_for(first.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, first.size(0), kOp);
@@ -112,20 +101,15 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
                                                  int64_t pooled_width, int64_t sampling_ratio, int64_t canonical_scale,
                                                  int64_t canonical_level, at::IntArrayRef feature_sizes) {
   const char* op = "_multi_scale_roi_align_backward";
-  TORCH_CHECK(feature_sizes.size() % 4 == 0 && !feature_sizes.empty(), op,
-              ": feature_sizes must hold [N, C, H, W] for each level, got ", feature_sizes);
-  const size_t num_levels = feature_sizes.size() / 4;
-  check_scales(scales, num_levels, op);
+  const size_t num_levels = check_feature_sizes(feature_sizes, op);
+  check_spatial_scales(scales, num_levels, op);
   check_feature_map(grad, op, "grad");
   check_rois(rois, op);
   check_sampling_ratio(sampling_ratio, op);
   check_canonical_level_args(canonical_scale, canonical_level, op);
   TORCH_CHECK(grad.device().is_cpu() && rois.device().is_cpu(), op, ": expected CPU tensors");
   const int64_t batch = feature_sizes[0], channels = feature_sizes[1];
-  TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
-                  grad.size(3) == pooled_width,
-              op, ": grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width,
-              "], got ", grad.sizes());
+  check_pooled_grad_shape(grad, rois.size(0), channels, pooled_height, pooled_width, op);
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch, op);
   const auto format = layout_of(grad);
@@ -135,8 +119,7 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
   std::vector<RoiAlignParams> params;
   for (size_t l = 0; l < num_levels; ++l) {
     const int64_t* s = feature_sizes.data() + 4 * l;
-    TORCH_CHECK(s[0] == batch && s[1] == channels && s[2] >= 0 && s[3] >= 0, op,
-                ": every level must have the batch size and channels of the first, got ", at::IntArrayRef(s, 4));
+    check_level_sizes(s, batch, channels, op);
     // Channels_last accumulation: the loops vectorise over channels, and levels are small next to the RoIs.
     grads.push_back(
         zeros_large({s[0], s[1], s[2], s[3]}, grad.options().dtype(compute), at::MemoryFormat::ChannelsLast));

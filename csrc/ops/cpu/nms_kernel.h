@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "common/macros.h"
+#include "common/nms_math.h"
 #include "cpu/cpu_capability.h"
 
 namespace pydet_ops {

@@ -49,19 +49,10 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
                                   int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
   const char* op = "_roi_align_backward";
-  check_feature_map(grad, op, "grad");
-  check_rois(rois, op);
-  check_same_device(grad, "grad", rois, "rois", op);
+  check_roi_align_backward_tensors(grad, rois, op);
   TORCH_CHECK(grad.device().is_cpu(), op, ": expected CPU tensors, got ", grad.device());
-  check_pooled_size(pooled_height, pooled_width, op);
-  check_spatial_scale(spatial_scale, op);
-  check_sampling_ratio(sampling_ratio, op);
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
-              ": input sizes must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
-  TORCH_CHECK(grad.size(0) == rois.size(0) && grad.size(1) == channels && grad.size(2) == pooled_height &&
-                  grad.size(3) == pooled_width,
-              op, ": grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width,
-              "], got ", grad.sizes());
+  check_roi_align_backward_sizes(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height,
+                                 width, sampling_ratio, op);
 
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch_size, op);
