@@ -3,7 +3,7 @@
 Usage: python scripts/check_cuda_registration.py path/to/_C.so
 
 Loads the library through torch.ops.load_library (no GPU needed: registration happens at load), lists the
-ops of the pydet_ops namespace and asks the dispatcher whether each has a kernel for the CUDA key (and the
+ops of the pydet_ops namespace that take tensors and asks the dispatcher whether each has a kernel for the CUDA key (and the
 RoI ops one for AutocastCUDA). Exits 1 naming the ops without one.
 """
 
@@ -14,9 +14,10 @@ import torch
 
 def main(path: str) -> int:
     torch.ops.load_library(path)
-    names = sorted(
-        s.name for s in torch._C._jit_get_all_schemas() if s.name.startswith("pydet_ops::")
-    )
+    schemas = [s for s in torch._C._jit_get_all_schemas() if s.name.startswith("pydet_ops::")]
+    # Host utilities (CPU capability, CPU memory pool) take no tensor: nothing to run on a GPU.
+    names = sorted(s.name for s in schemas if any("Tensor" in str(a.type) for a in s.arguments))
+    utilities = sorted(s.name for s in schemas if s.name not in names)
     if not names:
         print(f"no pydet_ops ops registered by {path}")
         return 1
@@ -28,7 +29,8 @@ def main(path: str) -> int:
     if missing or no_autocast:
         print(f"ops without a CUDA kernel: {missing}; without an AutocastCUDA kernel: {no_autocast}")
         return 1
-    print(f"all {len(names)} ops have CUDA kernels; RoI ops have AutocastCUDA kernels")
+    print(f"all {len(names)} tensor ops have CUDA kernels; RoI ops have AutocastCUDA kernels "
+          f"(host utilities without tensors: {', '.join(utilities)})")
     return 0
 
 
