@@ -85,7 +85,16 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   // One RoI's block of the output is contiguous in both layouts; all-zero bits are 0.0 in every float type.
   const size_t block_bytes = static_cast<size_t>(channels * pooled_height * pooled_width) * output.element_size();
   char* output_bytes = static_cast<char*>(output.mutable_data_ptr());
-  for_each_unit(num_rois, [&](int64_t k) {
+  // RoIs by level, image and place on their map: consecutive RoIs of a thread read overlapping pixels.
+  const std::vector<int64_t> order = AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
+    const scalar_t* data = r.const_data_ptr<scalar_t>();
+    const int64_t images = first.size(0);
+    return spatial_order<scalar_t>(
+        r, [&](int64_t k) { return static_cast<uint64_t>((levels[k] + 1) * images + static_cast<int64_t>(data[5 * k])); },
+        [&](int64_t k) { return levels[k] < 0 ? 1.0 : scales[levels[k]]; });
+  });
+  for_each_unit(num_rois, [&](int64_t i) {
+    const int64_t k = order[i];
     const int l = levels[k];
     if (l < 0 || views[l].height == 0 || views[l].width == 0) {
       std::memset(output_bytes + k * block_bytes, 0, block_bytes);  // pools to zero

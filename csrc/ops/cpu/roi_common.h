@@ -91,10 +91,11 @@ RoisByImage group_rois_by_image(const at::Tensor& rois, int64_t batch) {
   return g;
 }
 
-// RoI indices ordered by image, then along a Z-order curve of the RoI centres on the feature map, so
-// that the RoIs one thread handles in a row read overlapping pixels while they are still in cache.
-template <typename T>
-std::vector<int64_t> spatial_order(const at::Tensor& rois, double spatial_scale) {
+// RoI indices ordered by group (`group_of(k)`, below 2^32), then along a Z-order curve of the RoI centres on
+// the feature map they read (`scale_of(k)`), so that the RoIs one thread handles in a row read overlapping
+// pixels while they are still in cache.
+template <typename T, typename GroupOf, typename ScaleOf>
+std::vector<int64_t> spatial_order(const at::Tensor& rois, const GroupOf& group_of, const ScaleOf& scale_of) {
   const T* r = rois.const_data_ptr<T>();
   const int64_t k = rois.size(0);
   std::vector<std::pair<uint64_t, int64_t>> keyed(static_cast<size_t>(k));
@@ -106,20 +107,28 @@ std::vector<int64_t> spatial_order(const at::Tensor& rois, double spatial_scale)
     v = (v | (v << 1)) & 0x55555555;
     return v;
   };
-  auto cell = [&](T v) {  // 8-pixel cells of the feature map; NaN and out-of-range centres clamp
-    const double c = static_cast<double>(v) * spatial_scale / 8.0;
+  auto cell = [](T v, double scale) {  // 8-pixel cells of the feature map; NaN and out-of-range centres clamp
+    const double c = static_cast<double>(v) * scale / 8.0;
     return static_cast<uint64_t>(c > 0 ? (c < 65535 ? c : 65535) : 0);
   };
   for (int64_t i = 0; i < k; ++i) {
     const T* b = r + 5 * i;
-    const uint64_t image = static_cast<uint64_t>(b[0]);
-    const uint64_t z = spread(cell((b[1] + b[3]) / 2)) | (spread(cell((b[2] + b[4]) / 2)) << 1);
-    keyed[i] = {(image << 32) | z, i};
+    const double scale = scale_of(i);
+    const uint64_t z = spread(cell((b[1] + b[3]) / 2, scale)) | (spread(cell((b[2] + b[4]) / 2, scale)) << 1);
+    keyed[i] = {(static_cast<uint64_t>(group_of(i)) << 32) | z, i};
   }
   std::sort(keyed.begin(), keyed.end());
   std::vector<int64_t> order(static_cast<size_t>(k));
   for (int64_t i = 0; i < k; ++i) order[i] = keyed[i].second;
   return order;
+}
+
+// RoI indices ordered by image, then spatially (one map read at `spatial_scale`).
+template <typename T>
+std::vector<int64_t> spatial_order(const at::Tensor& rois, double spatial_scale) {
+  const T* r = rois.const_data_ptr<T>();
+  return spatial_order<T>(
+      rois, [r](int64_t i) { return static_cast<uint64_t>(r[5 * i]); }, [spatial_scale](int64_t) { return spatial_scale; });
 }
 
 // Runs fn(unit) for every unit, in parallel. A unit keeps all its channels: splitting the channels of one

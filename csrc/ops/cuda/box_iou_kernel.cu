@@ -75,6 +75,11 @@ __global__ void pairwise_overlap_kernel(const T* __restrict__ a, const T* __rest
 
 template <IouKind kKind>
 at::Tensor pairwise_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, double eps, const char* op) {
+  // A CPU + CUDA mix reaches this kernel whichever argument is on the CPU: report it as a device mismatch
+  // naming both arguments before insisting on CUDA (plan_pairwise repeats these checks).
+  check_boxes(boxes1, op, "boxes1", 2, false);
+  check_boxes(boxes2, op, "boxes2", 2, false);
+  check_same_device(boxes1, "boxes1", boxes2, "boxes2", op);
   TORCH_CHECK(boxes1.is_cuda(), op, ": expected CUDA tensors, got ", boxes1.device());
   c10::cuda::CUDAGuard guard(boxes1.device());
   PairwisePlan plan = plan_pairwise(boxes1, boxes2, op);

@@ -321,7 +321,11 @@ __device__ void reduce_segment_warp(int a, int b, const uint64_t* __restrict__ m
   const int w_last = (b - 1) >> 6;
   const int lane = threadIdx.x & 31;
   for (int s = w_first; s <= w_last; ++s) {
-    const uint64_t avail = ~static_cast<uint64_t>(rem[s]) & bit_range(max(a - 64 * s, 0), min(b - 64 * s, 64));
+    // Another warp may be setting other bits of this word with atomicOr right now: a volatile load (a
+    // relaxed load in the memory model) keeps the access free of a data race; this warp's own bits are
+    // only ever set by this warp.
+    const uint64_t word = *static_cast<const volatile unsigned long long*>(&rem[s]);
+    const uint64_t avail = ~word & bit_range(max(a - 64 * s, 0), min(b - 64 * s, 64));
     const uint64_t keep = greedy_word(avail, diag + 64 * s);
     if (keep == 0) continue;
     if (lane == 0) atomicOr(&kept[s], static_cast<unsigned long long>(keep));
