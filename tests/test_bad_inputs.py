@@ -633,7 +633,7 @@ CASES += [
 # Absent: inputs of more than 2^31 elements. An expanded (zero-stride) map is copied into a contiguous map
 # first (8.6 GB for 2^31 float32 elements), and more than 2^31 RoIs give a result at least that large; real
 # maps above 2^31 elements are covered by tests/test_huge_inputs.py. An output_size beyond 2^31 per side
-# (the kernels narrow it to int) cannot be tried either: the result would hold more than 2^31 elements.
+# is refused before anything is allocated (tried with no RoIs).
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -714,6 +714,8 @@ for name, fn, module in (("roi_align", ops.roi_align, lambda: ops.RoIAlign(2, 1.
           rf"{name}: output_size must be positive, got \(0, 0\)"),
         E(f"{name}-output_size-negative", lambda fn=fn: fn(X, ROI, (-1, 2)), RuntimeError,
           rf"{name}: output_size must be positive, got \(-1, 2\)"),
+        E(f"{name}-output_size-over-2^31", lambda fn=fn: fn(X, ROI[:0], (2**31, 1)), RuntimeError,
+          rf"output_size must be at most 2\^31 - 1 per side, got \(2147483648, 1\)"),
         E(f"{name}-output_size-3-values", lambda fn=fn: fn(X, ROI, (2, 2, 2)), ValueError,
           r"output_size must be an int or a pair of ints"),
         E(f"{name}-output_size-none", lambda fn=fn: fn(X, ROI, None), TypeError, rf"{name}: output_size"),
@@ -791,9 +793,9 @@ CASES += [
       r"roi_align: output_size must be positive"),
     E("raw-roi_pool-spatial_scale-nan", lambda: RAW.roi_pool(X, ROI, NAN, 2, 2), RuntimeError,
       r"roi_pool: spatial_scale must be a positive number"),
-    R("raw-roi_align-output_size-over-2^32-no-rois",
+    E("raw-roi_align-output_size-over-2^32-no-rois",
       lambda: RAW.roi_align(X, torch.zeros(0, 5), 1.0, 2**32 + 1, 1, 2, False),
-      empty((0, 2, 2**32 + 1, 1))),
+      RuntimeError, r"roi_align: output_size must be at most 2\^31 - 1 per side"),
 ]
 
 # ---------------------------------------------------------------------------------------------------------

@@ -569,7 +569,8 @@ inline std::vector<at::Tensor> roi_align_backward_maps(const at::Tensor& grad, c
   const auto stream = at::cuda::getCurrentCUDAStream();
   std::vector<at::Tensor> out;
   if (grad.numel() == 0) {
-    for (const auto& size : sizes) out.push_back(at::zeros(size, grad.options().memory_format(format)));
+    // at::zeros would drop the memory format of the options.
+    for (const auto& size : sizes) out.push_back(at::empty(size, grad.options().memory_format(format)).zero_());
     return out;
   }
   bool deterministic = at::globalContext().deterministicAlgorithms();
@@ -591,7 +592,8 @@ inline std::vector<at::Tensor> roi_align_backward_maps(const at::Tensor& grad, c
     // Half types accumulate in float32 buffers, converted once at the end.
     std::vector<RoiMap> maps;
     for (size_t l = 0; l < sizes.size(); ++l) {
-      out.push_back(at::zeros(sizes[l], grad.options().dtype(c10::CppTypeToScalarType<T>::value).memory_format(format)));
+      out.push_back(
+          at::empty(sizes[l], grad.options().dtype(c10::CppTypeToScalarType<T>::value).memory_format(format)).zero_());
       maps.push_back(roi_map_of(out.back(), scales[l]));
     }
     const int64_t total = grad.numel();

@@ -30,6 +30,9 @@ inline void check_rois(const at::Tensor& rois, const char* op) {
 inline void check_pooled_size(int64_t pooled_height, int64_t pooled_width, const char* op) {
   TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op, ": output_size must be positive, got (", pooled_height, ", ",
               pooled_width, ")");
+  // The loops hold bin indices as 32-bit ints.
+  TORCH_CHECK(pooled_height <= std::numeric_limits<int32_t>::max() && pooled_width <= std::numeric_limits<int32_t>::max(),
+              op, ": output_size must be at most 2^31 - 1 per side, got (", pooled_height, ", ", pooled_width, ")");
 }
 
 // An int argument the loops hold as a 32-bit int: outside that range it would be narrowed silently.

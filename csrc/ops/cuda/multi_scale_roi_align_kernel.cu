@@ -59,8 +59,9 @@ at::Tensor multi_scale_forward_cuda(at::TensorList features, const at::Tensor& r
   const at::Tensor& first = features[0];
   for (size_t l = 0; l < features.size(); ++l) {
     check_feature_map(features[l], kOp, "features");
-    TORCH_CHECK(features[l].is_cuda() && features[l].device() == rois.device(), kOp,
-                ": expected CUDA tensors on one device, got ", features[l].device(), " and ", rois.device());
+    // A CPU + CUDA mix is dispatched here: the message names both arguments.
+    check_same_device(features[l], "features", rois, "rois", kOp);
+    TORCH_CHECK(features[l].is_cuda(), kOp, ": expected CUDA tensors, got ", features[l].device());
     check_feature_level(features[l], first, kOp);
   }
 
@@ -105,8 +106,8 @@ std::vector<at::Tensor> multi_scale_backward_cuda(const at::Tensor& grad, const 
   check_rois(rois, op);
   check_sampling_ratio(sampling_ratio, op);
   check_canonical_level_args(canonical_scale, canonical_level, op);
-  TORCH_CHECK(grad.is_cuda() && rois.device() == grad.device(), op, ": expected CUDA tensors on one device, got ",
-              grad.device(), " and ", rois.device());
+  check_same_device(grad, "grad", rois, "rois", op);
+  TORCH_CHECK(grad.is_cuda(), op, ": expected CUDA tensors, got ", grad.device());
   const int64_t batch = feature_sizes[0], channels = feature_sizes[1];
   check_pooled_grad_shape(grad, rois.size(0), channels, pooled_height, pooled_width, op);
   std::vector<std::array<int64_t, 4>> sizes;
