@@ -297,6 +297,15 @@ def _nms_decisions_robust(boxes, thr, labels=None):
     return bool(ok.all())
 
 
+def _assert_fixed_sizes(call, kept, n, what):
+    """The fixed-size variant: keep[:count] is `kept`[:max_output], then -1, for max_output around the count."""
+    for max_output in sorted({0, max(kept.numel() // 2, 1), kept.numel(), n + 1}):
+        keep, count = call(max_output)
+        expect = kept[:max_output]
+        assert keep.shape == (max_output,) and int(count) == expect.numel(), f"{what}: {keep.shape}, {count}"
+        assert torch.equal(keep[: expect.numel()], expect) and bool((keep[expect.numel():] == -1).all()), what
+
+
 @fuzz("nms")
 @given(case=_nms_cases(batched=False))
 # Identical boxes and tied scores: the lowest index survives.
@@ -359,6 +368,8 @@ def test_nms(case):
                 assert_same_indices(ours, ops.nms(boxes.float(), scores.float(), thr), f"nms half vs float32 ({isa})")
             if expected is not None:
                 assert_same_indices(ours, expected, f"nms vs reference ({isa})")
+            _assert_fixed_sizes(lambda m: ops.nms_fixed(boxes, scores, thr, m), ours, boxes.shape[0],
+                                f"nms_fixed ({isa})")
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
@@ -467,6 +478,8 @@ def test_batched_nms(case):
                 assert_same_indices(ours, expected, f"batched_nms vs reference ({isa})")
             # The same labels in int64 give the same result.
             assert_same_indices(ops.batched_nms(boxes, scores, labels.long(), thr), ours, f"batched_nms int64 ({isa})")
+            _assert_fixed_sizes(lambda m: ops.batched_nms_fixed(boxes, scores, labels, thr, m), ours, boxes.shape[0],
+                                f"batched_nms_fixed ({isa})")
 
 
 # ---------------------------------------------------------------------------------------------------------
