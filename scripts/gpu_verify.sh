@@ -2,7 +2,7 @@
 # Verification on a machine with an NVIDIA GPU, one stage per call (each fits in a few minutes):
 #
 #   bash scripts/gpu_verify.sh build      # in-place build with the CUDA kernels, registration check
-#   bash scripts/gpu_verify.sh test       # tests/test_cuda.py (extra arguments go to pytest)
+#   bash scripts/gpu_verify.sh test       # tests/test_cuda*.py (extra arguments go to pytest)
 #   bash scripts/gpu_verify.sh sanitize   # compute-sanitizer memcheck, racecheck, initcheck, synccheck
 #   bash scripts/gpu_verify.sh bench      # python -m benchmarks --device cuda, results and plots (arguments: the runner's)
 #
@@ -28,7 +28,7 @@ case "$stage" in
     ;;
   test)
     gpu
-    "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider -rs --junitxml "$OUT/test_cuda.xml" "$@" \
+    "$PY" -m pytest tests/test_cuda*.py -q -p no:cacheprovider -rs --junitxml "$OUT/test_cuda.xml" "$@" \
       2>&1 | tee "$OUT/test_cuda.log" | tail -15
     ;;
   sanitize)
@@ -40,7 +40,7 @@ case "$stage" in
     status=0
     for tool in memcheck racecheck initcheck synccheck; do
       compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-        "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider -x -k "$select" "$@" \
+        "$PY" -m pytest tests/test_cuda*.py -q -p no:cacheprovider -x -k "$select" "$@" \
         > "$OUT/sanitizer_$tool.log" 2>&1 || status=$?
       summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer_$tool.log" | tail -n 1 || true)
       echo "$tool: ${summary:-no summary} (exit $status), $(grep -E '^[0-9]+ (passed|failed)' "$OUT/sanitizer_$tool.log" | tail -n 1 || true)"

@@ -1,8 +1,8 @@
 """Autocast: the RoI ops pool float16 / bfloat16 maps directly (float32 accumulation), without the float32
 copy of the map that torchvision's autocast path makes, and return the map's dtype as torchvision does.
 
-The CUDA autocast kernels are the same code under the AutocastCUDA key (checked in test_cuda.py); here
-CPU autocast exercises them.
+The CUDA autocast kernels are the same code under the AutocastCUDA key (checked in
+test_cuda_roi_multi_scale.py); here CPU autocast exercises them.
 """
 
 import pytest

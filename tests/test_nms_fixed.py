@@ -2,7 +2,7 @@
 
 keep[:count] must be exactly nms(...)[:max_output] (batched_nms for the per-class variant), whatever the
 data, dtype or ISA level; the shapes depend on max_output only, so the ops trace into a static graph.
-The CUDA side (no host synchronisation, graph capture) is tested in test_cuda.py.
+The CUDA side (no host synchronisation, graph capture) is tested in test_cuda_nms.py.
 """
 
 import pytest

@@ -1,7 +1,8 @@
 // CUDA kernels of multi_scale_roi_align and its backward. Each RoI's FPN level is decided on the device
 // (common/roi_align_math.h fpn_level, the CPU kernel's arguments); the pooling kernels of
-// cuda/roi_align_device.cuh then read each RoI straight from its level, with no per-level gather or scatter
-// of RoIs or outputs. RoIs without a level pool to zero and receive no gradient.
+// cuda/roi_align_forward.cuh and cuda/roi_align_backward.cuh then read each RoI straight from its level,
+// with no per-level gather or scatter of RoIs or outputs. RoIs without a level pool to zero and receive no
+// gradient.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -9,7 +10,8 @@
 #include <vector>
 
 #include "common/roi_align_math.h"
-#include "cuda/roi_align_device.cuh"
+#include "cuda/roi_align_backward.cuh"
+#include "cuda/roi_align_forward.cuh"
 #include "ops/checks.h"
 #include "ops/roi_checks.h"
 

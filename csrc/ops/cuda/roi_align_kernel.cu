@@ -1,10 +1,11 @@
 // CUDA kernels of roi_align and _roi_align_backward: argument checks and layout choice here, the kernels in
-// cuda/roi_align_device.cuh (shared with multi_scale_roi_align). Results are in the memory format of the
-// input (forward) or of grad (backward), as on the CPU.
+// cuda/roi_align_forward.cuh and cuda/roi_align_backward.cuh (shared with multi_scale_roi_align). Results
+// are in the memory format of the input (forward) or of grad (backward), as on the CPU.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "cuda/roi_align_device.cuh"
+#include "cuda/roi_align_backward.cuh"
+#include "cuda/roi_align_forward.cuh"
 #include "ops/checks.h"
 #include "ops/roi_checks.h"
 
