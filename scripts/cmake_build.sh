@@ -12,16 +12,8 @@ args=(-S . -B build-cmake -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PAT
       -DCMAKE_MAKE_PROGRAM="$(pwd)/.venv/bin/ninja")
 
 if [ "$($PY -c 'import torch; print(int(torch.version.cuda is not None))')" = 1 ]; then
-  cuda_root=${CUDA_HOME:-}
-  if [ -z "$cuda_root" ] && command -v nvcc >/dev/null; then
-    nvcc_path=$(command -v nvcc)
-    # nvcc may be a wrapper script that execs the real one.
-    real=$(sed -n 's/^exec \([^ ]*nvcc\).*/\1/p' "$nvcc_path" 2>/dev/null | head -n 1)
-    cuda_root=$(dirname "$(dirname "$(readlink -f "${real:-$nvcc_path}")")")
-  fi
-  if [ -z "$cuda_root" ]; then
-    for d in /usr/local/cuda /usr/local/cuda-*; do [ -x "$d/bin/nvcc" ] && cuda_root=$d && break; done
-  fi
+  source scripts/cuda_root.sh
+  cuda_root=$(cuda_root)
   if [ -z "$cuda_root" ]; then
     echo "cmake_build.sh: torch is CUDA-enabled and its CMake config needs a CUDA toolkit; set CUDA_HOME" >&2
     exit 1

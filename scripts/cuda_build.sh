@@ -3,8 +3,8 @@
 # build-cuda/ (the in-place CPU build is left alone), then checks that every op has a CUDA kernel
 # registered with the dispatcher.
 #
-# Needs the CUDA-enabled torch of requirements/dev.txt and nvcc (CUDA 13 for torch 2.13). CUDA_HOME is taken
-# from the environment, else from nvcc's location (nvcc may be a wrapper script that execs the real one).
+# Needs the CUDA-enabled torch of requirements/dev.txt and nvcc (CUDA 13 for torch 2.13); the toolkit is
+# found as scripts/cuda_root.sh says.
 # TORCH_CUDA_ARCH_LIST defaults to 9.0 (H100 / H200) when no GPU is visible; set it for other GPUs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,15 +12,8 @@ PY=${PY:-.venv/bin/python}
 case $PY in /*) ;; */*) PY="$(pwd)/$PY" ;; esac
 root=$(pwd)
 
-cuda_root=${CUDA_HOME:-}
-if [ -z "$cuda_root" ] && command -v nvcc >/dev/null; then
-  nvcc_path=$(command -v nvcc)
-  real=$(sed -n 's/^exec \([^ ]*nvcc\).*/\1/p' "$nvcc_path" 2>/dev/null | head -n 1)
-  cuda_root=$(dirname "$(dirname "$(readlink -f "${real:-$nvcc_path}")")")
-fi
-if [ -z "$cuda_root" ]; then
-  for d in /usr/local/cuda /usr/local/cuda-*; do [ -x "$d/bin/nvcc" ] && cuda_root=$d && break; done
-fi
+source scripts/cuda_root.sh
+cuda_root=$(cuda_root)
 [ -n "$cuda_root" ] || { echo "cuda_build.sh: no CUDA toolkit found; set CUDA_HOME" >&2; exit 1; }
 export CUDA_HOME=$cuda_root
 # torch's CUDA headers include cusparse.h, cublas.h ... from the nvidia/cu* wheel next to torch.

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PY:-.venv/bin/python}
-CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+source scripts/cuda_root.sh
+CUDA_HOME=$(cuda_root)
 site=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 pyinc=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 wheel_dir=$(ls -d "$site"/nvidia/cu[0-9]* | tail -n 1)

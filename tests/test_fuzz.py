@@ -50,6 +50,7 @@ from roi_reference import (
 )
 from test_anchors import _reference_anchors
 from test_box_coder import _decode_reference, _encode_reference, _ulp
+from test_box_iou import KINDS, OURS, THEIRS
 
 RAW = torch.ops.pydet_ops
 TV = torch.ops.torchvision
@@ -486,19 +487,6 @@ def test_batched_nms(case):
 # The overlap family
 # ---------------------------------------------------------------------------------------------------------
 
-KINDS = ("iou", "giou", "diou", "ciou")
-OURS = {
-    "iou": ops.box_iou,
-    "giou": ops.generalized_box_iou,
-    "diou": ops.distance_box_iou,
-    "ciou": ops.complete_box_iou,
-}
-THEIRS = {
-    "iou": tvo.box_iou,
-    "giou": tvo.generalized_box_iou,
-    "diou": tvo.distance_box_iou,
-    "ciou": tvo.complete_box_iou,
-}
 
 
 def _pair_case(rows1, rows2, dtype=F32, lead=False, eps=1e-7, isa=None):

@@ -98,8 +98,8 @@ PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE bool axis_tap(T v, int size, AxisTap<T>& t
   return true;
 }
 
-// The four pixels around (y, x) and their bilinear weights. Returns false for points outside
-// [-1, height] x [-1, width] (or NaN), which contribute nothing.
+// The four pixels around a sampling point (y, x) and their bilinear weights, from the taps of its y and x
+// (a point outside [-1, height] x [-1, width] has no taps: axis_tap returns false for it).
 template <typename T>
 struct BilinearTaps {
   int y_low, x_low, y_high, x_high;
@@ -119,13 +119,6 @@ PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE void combine_taps(const AxisTap<T>& ty, co
   t.w4 = ty.frac * tx.frac;
 }
 
-template <typename T>
-PYDET_HOST_DEVICE PYDET_ALWAYS_INLINE bool bilinear_taps(T y, T x, int height, int width, BilinearTaps<T>& t) {
-  AxisTap<T> ty, tx;
-  if (!axis_tap(y, height, ty) || !axis_tap(x, width, tx)) return false;
-  combine_taps(ty, tx, t);
-  return true;
-}
 
 }  // namespace roi_math
 }  // namespace pydet_ops

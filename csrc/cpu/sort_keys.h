@@ -1,41 +1,25 @@
-// Order-preserving integer keys and a stable LSD radix sort on them.
-//
-// NMS needs "indices by descending score, ties by ascending index, NaN first" (torch.sort's order) and
-// batched NMS then a stable regrouping by class. Mapping floats and class ids to unsigned keys whose
-// integer order is the wanted order turns both into one O(n) stable radix sort.
+// A stable LSD radix sort on the order-preserving keys of common/score_keys.h (NMS's score order and its
+// regrouping by class, each one O(n) sort).
 #pragma once
 
 #include <algorithm>
-#include <array>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 #include <vector>
+
+#include "common/score_keys.h"
 
 namespace pydet_ops {
 namespace cpu {
 
-// Ascending key order == descending score order; NaN (either sign) sorts first, -0 ties with +0.
+// The keys of common/score_keys.h, widened to 64 bits for one radix sort over either width.
 template <typename T>
 inline uint64_t descending_score_key(T score) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "float or double");
-  using Bits = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
-  constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
-  if (std::isnan(score)) return 0;
-  if (score == T(0)) score = T(0);
-  Bits bits;
-  std::memcpy(&bits, &score, sizeof(T));
-  const Bits ascending = (bits & kSign) ? static_cast<Bits>(~bits) : static_cast<Bits>(bits | kSign);
-  // The largest finite-or-inf score has the largest `ascending`; NaN took 0, so shift everything up by one
-  // after inverting. ~ascending is never the all-ones value for a non-NaN (that would be -NaN).
-  return static_cast<uint64_t>(static_cast<Bits>(~ascending)) + 1;
+  return static_cast<uint64_t>(score_keys::descending_score_key(score));
 }
 
-// Ascending key order == ascending signed class id.
-inline uint64_t class_key(int64_t id) {
-  return static_cast<uint64_t>(id) ^ (uint64_t(1) << 63);
-}
+using score_keys::class_key;
 
 // Stably reorders `order` (indices into `keys`) by ascending keys[order[k]]. Digits where every key agrees
 // are skipped, so small keys (class ids) cost one pass.

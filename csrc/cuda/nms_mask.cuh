@@ -7,6 +7,7 @@
 
 #include "common/box_math.h"
 #include "common/nms_math.h"
+#include "common/score_keys.h"
 #include "cuda/launch.h"
 
 namespace pydet_ops {
@@ -39,29 +40,9 @@ static_assert(kChunk <= 65535, "segment starts are stored as uint16");
 using nms_math::nms_overlap;
 using nms_math::threshold_in;
 
-// Ascending key order == descending score order, NaN (either sign) first, -0 tied with +0: the CPU's
-// descending_score_key. For float the CPU's 64-bit key never exceeds 2^32 - 1, so 32 bits hold it.
-__device__ __forceinline__ uint32_t descending_score_key(float score) {
-  if (score != score) return 0u;
-  if (score == 0.0f) score = 0.0f;
-  const uint32_t bits = __float_as_uint(score);
-  const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return ~ascending + 1u;  // ~ascending <= 0xff800000 for any non-NaN, so no wrap-around
-}
-
-__device__ __forceinline__ uint64_t descending_score_key(double score) {
-  if (score != score) return 0ull;
-  if (score == 0.0) score = 0.0;
-  const uint64_t bits = static_cast<uint64_t>(__double_as_longlong(score));
-  constexpr uint64_t kSign = 1ull << 63;
-  const uint64_t ascending = (bits & kSign) ? ~bits : (bits | kSign);
-  return ~ascending + 1ull;
-}
-
-// Ascending key order == ascending signed category.
-__device__ __forceinline__ uint64_t class_key(int64_t id) {
-  return static_cast<uint64_t>(id) ^ (1ull << 63);
-}
+// The CPU's keys (common/score_keys.h): 32 bits for float scores, 64 for double.
+using score_keys::class_key;
+using score_keys::descending_score_key;
 
 // OR of v over the 32 lanes of a (fully active) warp, in every lane.
 __device__ __forceinline__ uint64_t warp_or64(uint64_t v) {

@@ -364,8 +364,7 @@ inline std::vector<at::Tensor> roi_align_backward_maps(const at::Tensor& grad, c
   const auto stream = at::cuda::getCurrentCUDAStream();
   std::vector<at::Tensor> out;
   if (grad.numel() == 0) {
-    // at::zeros would drop the memory format of the options.
-    for (const auto& size : sizes) out.push_back(at::empty(size, grad.options().memory_format(format)).zero_());
+    for (const auto& size : sizes) out.push_back(zeros_in(size, grad.options(), format));
     return out;
   }
   bool deterministic = at::globalContext().deterministicAlgorithms();
@@ -388,7 +387,7 @@ inline std::vector<at::Tensor> roi_align_backward_maps(const at::Tensor& grad, c
     std::vector<RoiMap> maps;
     for (size_t l = 0; l < sizes.size(); ++l) {
       out.push_back(
-          at::empty(sizes[l], grad.options().dtype(c10::CppTypeToScalarType<T>::value).memory_format(format)).zero_());
+          zeros_in(sizes[l], grad.options().dtype(c10::CppTypeToScalarType<T>::value), format));
       maps.push_back(roi_map_of(out.back(), scales[l]));
     }
     const int64_t total = grad.numel();

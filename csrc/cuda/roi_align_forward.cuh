@@ -10,8 +10,7 @@
 // consecutive threads walk pw for NCHW and channels for channels_last (coalesced reads of one pixel's
 // channels).
 //
-// Batch indices: the CPU kernels reject a RoI whose batch index is outside [0, N) (or NaN); checking that
-// here would need a device-to-host copy, so such a RoI instead pools to zero and receives no gradient.
+// Batch indices outside [0, N): see cuda/roi_device.cuh.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,6 +22,8 @@
 
 #include "common/roi_align_math.h"
 #include "cuda/launch.h"
+#include "cuda/roi_device.cuh"
+#include "ops/roi_checks.h"
 
 namespace pydet_ops {
 namespace cuda {
@@ -32,19 +33,6 @@ namespace {
 constexpr int kMaxLevels = 8;
 
 // Element strides of a [N, C, H, W] tensor.
-struct RoiStrides {
-  int64_t n, c, h, w;
-};
-
-inline RoiStrides roi_strides_of(const at::Tensor& t) {
-  return RoiStrides{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
-}
-
-inline at::MemoryFormat roi_layout_of(const at::Tensor& t) {
-  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
-                                                                                      : at::MemoryFormat::Contiguous;
-}
-
 // A feature map, or the gradient buffer of one, as the kernels address it.
 struct RoiMap {
   void* data;
@@ -78,41 +66,6 @@ struct PoolShape {
   int pooled_h, pooled_w, sampling_ratio;
   bool aligned;
 };
-
-// Element i of a [N, C, H, W] tensor dense in its memory format.
-struct Coord4 {
-  int64_t n, c;
-  int h, w;
-};
-
-template <bool kChannelsLast>
-__device__ __forceinline__ Coord4 unravel(int64_t i, int64_t channels, int height, int width) {
-  Coord4 e;
-  if (kChannelsLast) {
-    e.c = i % channels;
-    int64_t rest = i / channels;
-    e.w = static_cast<int>(rest % width);
-    rest /= width;
-    e.h = static_cast<int>(rest % height);
-    e.n = rest / height;
-  } else {
-    e.w = static_cast<int>(i % width);
-    int64_t rest = i / width;
-    e.h = static_cast<int>(rest % height);
-    rest /= height;
-    e.c = rest % channels;
-    e.n = rest / channels;
-  }
-  return e;
-}
-
-// The image RoI `roi` pools from, or -1 for a batch index outside [0, batch) or NaN (see the top of this
-// file). Truncated toward zero as the CPU kernel does, so the test is index > -1.
-template <typename T>
-__device__ __forceinline__ int64_t roi_image(const T* roi, int64_t batch) {
-  const T index = roi[0];
-  return (index > T(-1) && index < static_cast<T>(batch)) ? static_cast<int64_t>(index) : int64_t(-1);
-}
 
 constexpr int kNoLevel = -1;      // the RoI pools to zero (multi_scale_roi_align: no FPN level)
 constexpr int kOtherLaunch = -2;  // the RoI's level is in another launch's table

@@ -11,6 +11,12 @@
 
 namespace pydet_ops {
 
+// The memory format of the RoI ops' results: channels_last for a channels_last map, else NCHW.
+inline at::MemoryFormat roi_layout_of(const at::Tensor& t) {
+  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
+                                                                                      : at::MemoryFormat::Contiguous;
+}
+
 inline void check_feature_map(const at::Tensor& input, const char* op, const char* arg = "input") {
   TORCH_CHECK(input.defined() && input.dim() == 4, op, ": ", arg, " must be a 4-D tensor [N, C, H, W], got shape ",
               input.defined() ? input.sizes() : at::IntArrayRef{});
@@ -170,6 +176,44 @@ inline size_t check_feature_sizes(at::IntArrayRef feature_sizes, const char* op)
 inline void check_level_sizes(const int64_t* s, int64_t batch, int64_t channels, const char* op) {
   TORCH_CHECK(s[0] == batch && s[1] == channels && s[2] >= 0 && s[3] >= 0, op,
               ": every level must have the batch size and channels of the first, got ", at::IntArrayRef(s, 4));
+}
+
+// The checks of multi_scale_roi_align, in the order every backend makes them. `device_check(map)` is the
+// backend's device check of one level (with the RoIs), made after that level's shape check.
+template <typename DeviceCheck>
+inline void check_multi_scale_forward_args(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,
+                                           int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                           int64_t canonical_scale, int64_t canonical_level, const char* op,
+                                           const DeviceCheck& device_check) {
+  check_spatial_scales(scales, features.size(), op);
+  check_rois(rois, op);
+  check_pooled_size(pooled_height, pooled_width, op);
+  check_sampling_ratio(sampling_ratio, op);
+  check_canonical_level_args(canonical_scale, canonical_level, op);
+  for (const at::Tensor& map : features) {
+    check_feature_map(map, op, "features");
+    device_check(map);
+    check_feature_level(map, features[0], op);
+  }
+}
+
+// The checks of _multi_scale_roi_align_backward (levels' sizes excepted), in the order every backend makes
+// them, `device_check()` the backend's; returns the number of levels.
+template <typename DeviceCheck>
+inline size_t check_multi_scale_backward_args(const at::Tensor& grad, const at::Tensor& rois,
+                                              at::ArrayRef<double> scales, int64_t pooled_height,
+                                              int64_t pooled_width, int64_t sampling_ratio, int64_t canonical_scale,
+                                              int64_t canonical_level, at::IntArrayRef feature_sizes, const char* op,
+                                              const DeviceCheck& device_check) {
+  const size_t num_levels = check_feature_sizes(feature_sizes, op);
+  check_spatial_scales(scales, num_levels, op);
+  check_feature_map(grad, op, "grad");
+  check_rois(rois, op);
+  check_sampling_ratio(sampling_ratio, op);
+  check_canonical_level_args(canonical_scale, canonical_level, op);
+  device_check();
+  check_pooled_grad_shape(grad, rois.size(0), feature_sizes[1], pooled_height, pooled_width, op);
+  return num_levels;
 }
 
 // multi_scale_roi_align's level range (torchvision's LevelMapper): k_min = int(-log2(scale of the finest

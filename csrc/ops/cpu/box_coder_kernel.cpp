@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <array>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "common/box_coding.h"
 #include "cpu/memory.h"
 #include "ops/box_coder_checks.h"
+#include "ops/box_coder_mixed.h"
 #include "ops/cpu/box_coder_kernel.h"
 
 namespace pydet_ops {
@@ -66,28 +66,6 @@ void decode_all(const T* c, const T* b, int64_t n, int64_t k, at::ArrayRef<doubl
       }
     });
   }
-}
-
-// Inputs of two dtypes: torchvision computes each box set's width and centre in that set's own dtype, and
-// the rest in the promoted dtype with the weights taken in the reference boxes' dtype. A rare case, computed
-// here with the same tensor operations so the results are identical.
-at::Tensor encode_mixed_dtypes(const at::Tensor& reference_boxes, const at::Tensor& proposals,
-                               at::ArrayRef<double> weights) {
-  auto frame = [](const at::Tensor& b) {
-    const at::Tensor w = b.select(1, 2) - b.select(1, 0);
-    const at::Tensor h = b.select(1, 3) - b.select(1, 1);
-    return std::array<at::Tensor, 4>{w, h, b.select(1, 0) + 0.5 * w, b.select(1, 1) + 0.5 * h};
-  };
-  const auto g = frame(reference_boxes);
-  const auto p = frame(proposals);
-  const at::Tensor wt = at::tensor(std::vector<double>(weights.begin(), weights.end()),
-                                   reference_boxes.options().dtype(at::kDouble))
-                            .to(reference_boxes.scalar_type());
-  const at::Tensor dx = wt[0] * (g[2] - p[2]) / p[0];
-  const at::Tensor dy = wt[1] * (g[3] - p[3]) / p[1];
-  const at::Tensor dw = wt[2] * at::log(g[0] / p[0]);
-  const at::Tensor dh = wt[3] * at::log(g[1] / p[1]);
-  return at::stack({dx, dy, dw, dh}, 1);
 }
 
 at::Tensor encode_boxes_cpu(const at::Tensor& reference_boxes, const at::Tensor& proposals,

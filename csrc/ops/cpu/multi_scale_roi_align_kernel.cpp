@@ -38,21 +38,15 @@ std::vector<int> levels_of(const at::Tensor& rois, at::ArrayRef<double> scales, 
 at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,
                                    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                    int64_t canonical_scale, int64_t canonical_level) {
-  check_spatial_scales(scales, features.size(), kOp);
-  check_rois(rois, kOp);
-  check_pooled_size(pooled_height, pooled_width, kOp);
-  check_sampling_ratio(sampling_ratio, kOp);
-  check_canonical_level_args(canonical_scale, canonical_level, kOp);
+  check_multi_scale_forward_args(features, rois, scales, pooled_height, pooled_width, sampling_ratio, canonical_scale,
+                                 canonical_level, kOp, [&](const at::Tensor& map) {
+                                   TORCH_CHECK(map.device().is_cpu() && rois.device().is_cpu(), kOp,
+                                               ": expected CPU tensors, got ", map.device(), " and ", rois.device());
+                                 });
   const at::Tensor& first = features[0];
-  for (size_t l = 0; l < features.size(); ++l) {
-    check_feature_map(features[l], kOp, "features");
-    TORCH_CHECK(features[l].device().is_cpu() && rois.device().is_cpu(), kOp, ": expected CPU tensors, got ",
-                features[l].device(), " and ", rois.device());
-    check_feature_level(features[l], first, kOp);
-  }
   const auto compute = compute_type_for(first.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, first.size(0), kOp);
-  const auto format = layout_of(first);
+  const auto format = roi_layout_of(first);
   const int64_t num_rois = rois.size(0), channels = first.size(1);
   if (num_rois == 0 || channels == 0) {
     return zeros_large({num_rois, channels, pooled_height, pooled_width}, first.options(), format);
@@ -76,7 +70,7 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
     });
     int64_t here = 0;
     for (int lv : levels) here += lv == static_cast<int>(l);
-    const at::Tensor map = map_to_read(features[l], layout_of(features[l]), reads * here / num_rois);
+    const at::Tensor map = map_to_read(features[l], roi_layout_of(features[l]), reads * here / num_rois);
     maps.push_back(map);
     views.push_back(view_of(map));
   }
@@ -110,18 +104,13 @@ std::vector<at::Tensor> multi_scale_backward_cpu(const at::Tensor& grad, const a
                                                  int64_t pooled_width, int64_t sampling_ratio, int64_t canonical_scale,
                                                  int64_t canonical_level, at::IntArrayRef feature_sizes) {
   const char* op = "_multi_scale_roi_align_backward";
-  const size_t num_levels = check_feature_sizes(feature_sizes, op);
-  check_spatial_scales(scales, num_levels, op);
-  check_feature_map(grad, op, "grad");
-  check_rois(rois, op);
-  check_sampling_ratio(sampling_ratio, op);
-  check_canonical_level_args(canonical_scale, canonical_level, op);
-  TORCH_CHECK(grad.device().is_cpu() && rois.device().is_cpu(), op, ": expected CPU tensors");
+  const size_t num_levels = check_multi_scale_backward_args(
+      grad, rois, scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level, feature_sizes,
+      op, [&] { TORCH_CHECK(grad.device().is_cpu() && rois.device().is_cpu(), op, ": expected CPU tensors"); });
   const int64_t batch = feature_sizes[0], channels = feature_sizes[1];
-  check_pooled_grad_shape(grad, rois.size(0), channels, pooled_height, pooled_width, op);
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch, op);
-  const auto format = layout_of(grad);
+  const auto format = roi_layout_of(grad);
 
   std::vector<at::Tensor> grads;
   std::vector<MapView> views;

@@ -10,6 +10,7 @@
 #include "common/roi_align_math.h"
 #include "cpu/memory.h"
 #include "ops/cpu/roi_align_kernel.h"
+#include "ops/roi_checks.h"
 
 namespace pydet_ops {
 namespace cpu {
@@ -34,14 +35,6 @@ inline at::ScalarType compute_type_for(at::ScalarType t) {
 inline MapView view_of(const at::Tensor& t) {
   return MapView{const_cast<void*>(t.const_data_ptr()), t.size(0), t.size(1), t.size(2), t.size(3),
                  t.stride(0),                          t.stride(1), t.stride(2), t.stride(3)};
-}
-
-inline bool is_channels_last(const at::Tensor& t) {
-  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
-inline at::MemoryFormat layout_of(const at::Tensor& t) {
-  return is_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 // Whether an NCHW map is worth converting to channels_last first: when the RoIs read each pixel more than

@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
 
   const auto compute = compute_type_for(input.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, input.size(0), op);
-  const auto format = layout_of(input);
+  const auto format = roi_layout_of(input);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   const std::vector<int64_t> shape{num_rois, channels, pooled_height, pooled_width};
   if (num_rois == 0 || channels == 0 || input.size(2) == 0 || input.size(3) == 0) {
@@ -79,7 +79,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
 
   const auto compute = compute_type_for(grad.scalar_type());
   const at::Tensor r = prepared_rois(rois, compute, batch_size, op);
-  const auto format = layout_of(grad);
+  const auto format = roi_layout_of(grad);
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
     return zeros_large({batch_size, channels, height, width}, grad.options(), format);
   }

@@ -5,7 +5,6 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include <array>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -14,6 +13,7 @@
 #include "cuda/box_coder_quad.h"
 #include "cuda/launch.h"
 #include "ops/box_coder_checks.h"
+#include "ops/box_coder_mixed.h"
 
 namespace pydet_ops {
 namespace cuda {
@@ -57,28 +57,6 @@ __global__ void decode_kernel(const T* __restrict__ codes, const T* __restrict__
                                    static_cast<Acc>(c[3]), frame, wt, o);
     store_quad<T, kVec>(out + 4 * i, o);
   }
-}
-
-// Inputs of two dtypes: each box set's width and centre in its own dtype, the rest in the promoted dtype
-// with the weights in the reference boxes' dtype, by the same tensor operations as the CPU kernel. The
-// weights stay on the host as 0-dim tensors, which device ops take as scalars: no copy, no synchronisation.
-at::Tensor encode_mixed_dtypes(const at::Tensor& reference_boxes, const at::Tensor& proposals,
-                               at::ArrayRef<double> weights) {
-  auto frame = [](const at::Tensor& b) {
-    const at::Tensor w = b.select(1, 2) - b.select(1, 0);
-    const at::Tensor h = b.select(1, 3) - b.select(1, 1);
-    return std::array<at::Tensor, 4>{w, h, b.select(1, 0) + 0.5 * w, b.select(1, 1) + 0.5 * h};
-  };
-  const auto g = frame(reference_boxes);
-  const auto p = frame(proposals);
-  const at::Tensor wt = at::tensor(std::vector<double>(weights.begin(), weights.end()),
-                                   at::TensorOptions().dtype(at::kDouble).device(at::kCPU))
-                            .to(reference_boxes.scalar_type());
-  const at::Tensor dx = wt[0] * (g[2] - p[2]) / p[0];
-  const at::Tensor dy = wt[1] * (g[3] - p[3]) / p[1];
-  const at::Tensor dw = wt[2] * at::log(g[0] / p[0]);
-  const at::Tensor dh = wt[3] * at::log(g[1] / p[1]);
-  return at::stack({dx, dy, dw, dh}, 1);
 }
 
 at::Tensor encode_boxes_cuda(const at::Tensor& reference_boxes, const at::Tensor& proposals,

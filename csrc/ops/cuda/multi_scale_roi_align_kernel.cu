@@ -53,19 +53,13 @@ at::Tensor fpn_levels(const at::Tensor& rois, at::ArrayRef<double> scales, int64
 at::Tensor multi_scale_forward_cuda(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,
                                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                     int64_t canonical_scale, int64_t canonical_level) {
-  check_spatial_scales(scales, features.size(), kOp);
-  check_rois(rois, kOp);
-  check_pooled_size(pooled_height, pooled_width, kOp);
-  check_sampling_ratio(sampling_ratio, kOp);
-  check_canonical_level_args(canonical_scale, canonical_level, kOp);
+  check_multi_scale_forward_args(features, rois, scales, pooled_height, pooled_width, sampling_ratio, canonical_scale,
+                                 canonical_level, kOp, [&](const at::Tensor& map) {
+                                   // A CPU + CUDA mix is dispatched here: the message names both arguments.
+                                   check_same_device(map, "features", rois, "rois", kOp);
+                                   TORCH_CHECK(map.is_cuda(), kOp, ": expected CUDA tensors, got ", map.device());
+                                 });
   const at::Tensor& first = features[0];
-  for (size_t l = 0; l < features.size(); ++l) {
-    check_feature_map(features[l], kOp, "features");
-    // A CPU + CUDA mix is dispatched here: the message names both arguments.
-    check_same_device(features[l], "features", rois, "rois", kOp);
-    TORCH_CHECK(features[l].is_cuda(), kOp, ": expected CUDA tensors, got ", features[l].device());
-    check_feature_level(features[l], first, kOp);
-  }
 
   c10::cuda::CUDAGuard guard(first.device());
   const at::MemoryFormat format = roi_layout_of(first);
@@ -102,16 +96,13 @@ std::vector<at::Tensor> multi_scale_backward_cuda(const at::Tensor& grad, const 
                                                   int64_t canonical_scale, int64_t canonical_level,
                                                   at::IntArrayRef feature_sizes) {
   const char* op = "_multi_scale_roi_align_backward";
-  const size_t num_levels = check_feature_sizes(feature_sizes, op);
-  check_spatial_scales(scales, num_levels, op);
-  check_feature_map(grad, op, "grad");
-  check_rois(rois, op);
-  check_sampling_ratio(sampling_ratio, op);
-  check_canonical_level_args(canonical_scale, canonical_level, op);
-  check_same_device(grad, "grad", rois, "rois", op);
-  TORCH_CHECK(grad.is_cuda(), op, ": expected CUDA tensors, got ", grad.device());
+  const size_t num_levels = check_multi_scale_backward_args(
+      grad, rois, scales, pooled_height, pooled_width, sampling_ratio, canonical_scale, canonical_level, feature_sizes,
+      op, [&] {
+        check_same_device(grad, "grad", rois, "rois", op);
+        TORCH_CHECK(grad.is_cuda(), op, ": expected CUDA tensors, got ", grad.device());
+      });
   const int64_t batch = feature_sizes[0], channels = feature_sizes[1];
-  check_pooled_grad_shape(grad, rois.size(0), channels, pooled_height, pooled_width, op);
   std::vector<std::array<int64_t, 4>> sizes;
   for (size_t l = 0; l < num_levels; ++l) {
     const int64_t* s = feature_sizes.data() + 4 * l;

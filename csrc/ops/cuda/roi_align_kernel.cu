@@ -58,8 +58,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   // The CPU kernel returns grad's layout (autograd passes grad in the forward input's layout).
   const at::MemoryFormat format = roi_layout_of(grad);
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
-    // at::zeros would drop the memory format of the options.
-    return at::empty({batch_size, channels, height, width}, grad.options().memory_format(format)).zero_();
+    return zeros_in({batch_size, channels, height, width}, grad.options(), format);
   }
   const at::Tensor r = rois.to(compute_type_of(grad.scalar_type())).contiguous();
   const PoolShape s{batch_size,

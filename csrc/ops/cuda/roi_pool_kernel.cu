@@ -17,6 +17,7 @@
 
 #include "common/roi_align_math.h"
 #include "cuda/launch.h"
+#include "cuda/roi_device.cuh"
 #include "ops/checks.h"
 #include "ops/roi_checks.h"
 
@@ -24,79 +25,23 @@ namespace pydet_ops {
 namespace cuda {
 namespace {
 
-// Element strides of a [N, C, H, W] tensor.
-struct Strides4 {
-  int64_t n, c, h, w;
-};
-
-Strides4 strides_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
-
-at::MemoryFormat layout_of(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
-                                                                      : at::MemoryFormat::Contiguous;
-}
-
-// at::zeros takes no memory format (it would drop one passed in the options).
-at::Tensor zeros_in(const std::vector<int64_t>& shape, const at::TensorOptions& options, at::MemoryFormat format) {
-  return at::empty(shape, options.memory_format(format)).zero_();
-}
-
-// One output element (RoI k, channel c, bin ph, pw). Element i of a pass is numbered in the order of the
-// tensor's memory format, so consecutive threads touch consecutive addresses: bins innermost for NCHW,
-// channels innermost for channels_last.
-struct PoolCell {
-  int64_t k, c;
-  int ph, pw;
-};
-
-template <bool kChannelsLast>
-__device__ __forceinline__ PoolCell pool_cell(int64_t i, int64_t channels, int pooled_h, int pooled_w) {
-  PoolCell p;
-  if (kChannelsLast) {
-    p.c = i % channels;
-    int64_t rest = i / channels;
-    p.pw = static_cast<int>(rest % pooled_w);
-    rest /= pooled_w;
-    p.ph = static_cast<int>(rest % pooled_h);
-    p.k = rest / pooled_h;
-  } else {
-    p.pw = static_cast<int>(i % pooled_w);
-    int64_t rest = i / pooled_w;
-    p.ph = static_cast<int>(rest % pooled_h);
-    rest /= pooled_h;
-    p.c = rest % channels;
-    p.k = rest / channels;
-  }
-  return p;
-}
-
-// The image a RoI pools from, or -1. The CPU kernel rejects a batch index outside [0, batch) (after
-// truncation toward zero, so the test is index > -1); here that would need a device-to-host copy, so such a
-// RoI (NaN index included) instead pools to 0 with argmax -1 in the forward and contributes no gradient in
-// the backward.
-template <typename T>
-__device__ __forceinline__ int64_t roi_image(const T* roi, int64_t batch) {
-  const T index = roi[0];
-  return (index > T(-1) && index < static_cast<T>(batch)) ? static_cast<int64_t>(index) : int64_t(-1);
-}
-
 template <typename scalar_t, typename T, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads)
-    roi_pool_forward_kernel(const scalar_t* __restrict__ input, Strides4 in, int64_t batch, int64_t channels,
+    roi_pool_forward_kernel(const scalar_t* __restrict__ input, RoiStrides in, int64_t batch, int64_t channels,
                             int height, int width, const T* __restrict__ rois, T spatial_scale, int pooled_h,
                             int pooled_w, int64_t total, scalar_t* __restrict__ output,
                             int32_t* __restrict__ argmax) {
   PYDET_CUDA_KERNEL_LOOP(i, total) {
-    const PoolCell p = pool_cell<kChannelsLast>(i, channels, pooled_h, pooled_w);
-    const T* roi = rois + 5 * p.k;
+    const Coord4 p = unravel<kChannelsLast>(i, channels, pooled_h, pooled_w);
+    const T* roi = rois + 5 * p.n;
     const int64_t b = roi_image(roi, batch);
     T best = T(0);
     int32_t best_at = -1;
     if (b >= 0) {
       const roi_math::RoiPoolGeometry g = roi_math::roi_pool_geometry<T>(roi[1], roi[2], roi[3], roi[4], spatial_scale);
       int h0, h1, w0, w1;
-      roi_math::roi_pool_bin<T>(p.ph, pooled_h, g.roi_h, g.start_h, height, h0, h1);
-      roi_math::roi_pool_bin<T>(p.pw, pooled_w, g.roi_w, g.start_w, width, w0, w1);
+      roi_math::roi_pool_bin<T>(p.h, pooled_h, g.roi_h, g.start_h, height, h0, h1);
+      roi_math::roi_pool_bin<T>(p.w, pooled_w, g.roi_w, g.start_w, width, w0, w1);
       if (g.valid && h1 > h0 && w1 > w0) {
         // The CPU loop's rule: start from -FLT_MAX (for float64 too) and take a value only when strictly
         // greater, so NaNs never win, the first maximum in row-major order does, and a bin holding nothing
@@ -131,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
   check_roi_pool_plane(input, op);
 
   c10::cuda::CUDAGuard guard(input.device());
-  const at::MemoryFormat format = layout_of(input);
+  const at::MemoryFormat format = roi_layout_of(input);
   const int64_t num_rois = rois.size(0), batch = input.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
   const std::vector<int64_t> shape{num_rois, channels, pooled_height, pooled_width};
@@ -146,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
   const at::ScalarType compute = compute_type_of(input.scalar_type());
   const at::Tensor r = rois.to(compute).contiguous();
   const int64_t total = output.numel();
-  const Strides4 in = strides_of(input);
+  const RoiStrides in = roi_strides_of(input);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool_forward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
@@ -176,39 +121,39 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
 // `in` are the strides of a buffer allocated NCHW or channels_last, where plane cell h * W + w sits at
 // (h * W + w) * stride_w.
 template <typename T>
-__device__ __forceinline__ int64_t target_cell(const PoolCell& p, const int32_t* argmax, const Strides4& arg,
-                                               const T* rois, int64_t batch, int64_t plane, const Strides4& in) {
-  const int32_t at = argmax[p.k * arg.n + p.c * arg.c + p.ph * arg.h + p.pw * arg.w];
+__device__ __forceinline__ int64_t target_cell(const Coord4& p, const int32_t* argmax, const RoiStrides& arg,
+                                               const T* rois, int64_t batch, int64_t plane, const RoiStrides& in) {
+  const int32_t at = argmax[p.n * arg.n + p.c * arg.c + p.h * arg.h + p.w * arg.w];
   if (at < 0 || at >= plane) return -1;
-  const int64_t b = roi_image(rois + 5 * p.k, batch);
+  const int64_t b = roi_image(rois + 5 * p.n, batch);
   if (b < 0) return -1;
   return b * in.n + p.c * in.c + static_cast<int64_t>(at) * in.w;
 }
 
 template <typename scalar_t, typename T, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads)
-    roi_pool_backward_atomic_kernel(const scalar_t* __restrict__ grad, Strides4 gs, const int32_t* __restrict__ argmax,
-                                    Strides4 as, const T* __restrict__ rois, int64_t batch, int64_t channels,
+    roi_pool_backward_atomic_kernel(const scalar_t* __restrict__ grad, RoiStrides gs, const int32_t* __restrict__ argmax,
+                                    RoiStrides as, const T* __restrict__ rois, int64_t batch, int64_t channels,
                                     int pooled_h, int pooled_w, int64_t plane, T* __restrict__ grad_input,
-                                    Strides4 is, int64_t total) {
+                                    RoiStrides is, int64_t total) {
   PYDET_CUDA_KERNEL_LOOP(i, total) {
-    const PoolCell p = pool_cell<kChannelsLast>(i, channels, pooled_h, pooled_w);
+    const Coord4 p = unravel<kChannelsLast>(i, channels, pooled_h, pooled_w);
     const int64_t cell = target_cell(p, argmax, as, rois, batch, plane, is);
     if (cell >= 0) {
-      atomicAdd(grad_input + cell, static_cast<T>(grad[p.k * gs.n + p.c * gs.c + p.ph * gs.h + p.pw * gs.w]));
+      atomicAdd(grad_input + cell, static_cast<T>(grad[p.n * gs.n + p.c * gs.c + p.h * gs.h + p.w * gs.w]));
     }
   }
 }
 
 // Deterministic pass, step 1: the target cell of each output element of channels [c_begin, c_begin +
-// channels), numbered as pool_cell numbers them within that channel range.
+// channels), numbered as unravel numbers them within that channel range.
 template <typename key_t, typename T, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads)
-    roi_pool_targets_kernel(const int32_t* __restrict__ argmax, Strides4 as, const T* __restrict__ rois,
+    roi_pool_targets_kernel(const int32_t* __restrict__ argmax, RoiStrides as, const T* __restrict__ rois,
                             int64_t batch, int64_t c_begin, int64_t channels, int pooled_h, int pooled_w,
-                            int64_t plane, Strides4 is, int64_t total, key_t* __restrict__ keys) {
+                            int64_t plane, RoiStrides is, int64_t total, key_t* __restrict__ keys) {
   PYDET_CUDA_KERNEL_LOOP(i, total) {
-    PoolCell p = pool_cell<kChannelsLast>(i, channels, pooled_h, pooled_w);
+    Coord4 p = unravel<kChannelsLast>(i, channels, pooled_h, pooled_w);
     p.c += c_begin;
     keys[i] = static_cast<key_t>(target_cell(p, argmax, as, rois, batch, plane, is));
   }
@@ -220,15 +165,15 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename key_t, typename T, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads)
     roi_pool_sum_runs_kernel(const key_t* __restrict__ sorted, const int64_t* __restrict__ order, int64_t total,
-                             const scalar_t* __restrict__ grad, Strides4 gs, int64_t c_begin, int64_t channels,
+                             const scalar_t* __restrict__ grad, RoiStrides gs, int64_t c_begin, int64_t channels,
                              int pooled_h, int pooled_w, scalar_t* __restrict__ grad_input) {
   PYDET_CUDA_KERNEL_LOOP(j, total) {
     const key_t cell = sorted[j];
     if (cell < 0 || (j > 0 && sorted[j - 1] == cell)) continue;
     T sum = T(0);
     for (int64_t m = j; m < total && sorted[m] == cell; ++m) {
-      const PoolCell p = pool_cell<kChannelsLast>(order[m], channels, pooled_h, pooled_w);
-      sum += static_cast<T>(grad[p.k * gs.n + (c_begin + p.c) * gs.c + p.ph * gs.h + p.pw * gs.w]);
+      const Coord4 p = unravel<kChannelsLast>(order[m], channels, pooled_h, pooled_w);
+      sum += static_cast<T>(grad[p.n * gs.n + (c_begin + p.c) * gs.c + p.h * gs.h + p.w * gs.w]);
     }
     grad_input[cell] = static_cast<scalar_t>(sum);
   }
@@ -248,7 +193,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
                                 op);
 
   c10::cuda::CUDAGuard guard(grad.device());
-  const at::MemoryFormat format = layout_of(grad);
+  const at::MemoryFormat format = roi_layout_of(grad);
   const std::vector<int64_t> in_shape{batch_size, channels, height, width};
   if (grad.numel() == 0 || batch_size == 0 || height == 0 || width == 0) {
     return zeros_in(in_shape, grad.options(), format);
@@ -259,7 +204,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
   const int64_t num_rois = rois.size(0), plane = height * width;
   const int ph = static_cast<int>(pooled_height), pw = static_cast<int>(pooled_width);
-  const Strides4 gs = strides_of(grad), as = strides_of(argmax);
+  const RoiStrides gs = roi_strides_of(grad), as = roi_strides_of(argmax);
   auto stream = at::cuda::getCurrentCUDAStream();
 
   // at::sort sorts at most 2^31 - 1 elements, and a chunk holds whole channels.
@@ -273,7 +218,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   if (!deterministic) {
     // Half types accumulate in a float32 buffer, converted once at the end.
     at::Tensor sum = zeros_in(in_shape, grad.options().dtype(compute), format);
-    const Strides4 is = strides_of(sum);
+    const RoiStrides is = roi_strides_of(sum);
     const int64_t total = grad.numel();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_pool_backward_cuda", [&] {
       using T = at::opmath_type<scalar_t>;
@@ -295,7 +240,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
 
   // Each cell is written once, by the thread that sums its run, so the result needs no float32 staging.
   at::Tensor grad_input = zeros_in(in_shape, grad.options(), format);
-  const Strides4 is = strides_of(grad_input);
+  const RoiStrides is = roi_strides_of(grad_input);
   const int64_t chunk_channels = std::max<int64_t>(1, std::min(channels, kSortChunk / per_channel));
   const bool narrow_keys = grad_input.numel() <= std::numeric_limits<int32_t>::max();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_pool_backward_cuda", [&] {
