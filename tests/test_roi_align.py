@@ -309,6 +309,20 @@ def test_opcheck(isa):
 
 
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [8, 64, 100, 257])
+def test_channel_blocks_match_torchvision(isa, channels, dtype, fmt):
+    # Float maps with unit channel stride are summed a block of channels at a time in registers (8 to 64
+    # channels, by ISA level and dtype) and the channels left over in memory: both parts, bitwise.
+    x = _map(seed=18, dtype=dtype, shape=(N, channels, H, W))
+    rois = awkward_rois(N, H, W, 0.5, seed=19).to(dtype)
+    for sampling_ratio, aligned in ((2, True), (0, False)):
+        out = ops.roi_align(x.contiguous(memory_format=fmt), rois, (3, 4), 0.5, sampling_ratio, aligned)
+        assert torch.equal(out, tvo.roi_align(x, rois, (3, 4), 0.5, sampling_ratio, aligned))
+
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_every_dtype_and_format(isa, dtype, fmt):
     x = _map(seed=15, dtype=dtype)

@@ -9,6 +9,7 @@
 
 #include "common/roi_align_math.h"
 #include "ops/checks.h"
+#include "ops/cpu/banded_conversion.h"
 #include "ops/cpu/roi_common.h"
 #include "ops/roi_checks.h"
 
@@ -57,37 +58,55 @@ at::Tensor multi_scale_forward_cpu(at::TensorList features, const at::Tensor& ro
   const std::vector<int> levels = AT_DISPATCH_FLOATING_TYPES(compute, "levels_of", [&] {
     return levels_of<scalar_t>(r, scales, canonical_scale, canonical_level);
   });
-  // Per level: the map in the layout that pays for the RoIs that read it, and its parameters.
-  std::vector<at::Tensor> maps;
-  std::vector<MapView> views;
+  // Per level: the map in the layout that pays for the RoIs that read it, and its parameters. NCHW maps
+  // worth converting are converted in bands while pooling runs (banded_conversion.h), coarsest level first.
+  const size_t num_levels = features.size();
+  BandedConversion conversion;
+  std::vector<MapView> views(num_levels);
+  std::vector<size_t> added(num_levels);
   std::vector<RoiAlignParams> params;
-  for (size_t l = 0; l < features.size(); ++l) {
+  for (size_t l = 0; l < num_levels; ++l) {
     params.push_back(params_for(r, scales[l], pooled_height, pooled_width, sampling_ratio, /*aligned=*/false,
                                 first.scalar_type()));
+  }
+  for (size_t step = 0; step < num_levels; ++step) {
+    const size_t l = num_levels - 1 - step;
     // Reads per channel at this level, estimated from the average RoI.
     const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_align_reads", [&] {
       return roi_align_reads<scalar_t>(r, scales[l], pooled_height, pooled_width, sampling_ratio, false);
     });
     int64_t here = 0;
     for (int lv : levels) here += lv == static_cast<int>(l);
-    const at::Tensor map = map_to_read(features[l], roi_layout_of(features[l]), reads * here / num_rois);
-    maps.push_back(map);
-    views.push_back(view_of(map));
+    added[l] = step;
+    views[l] = view_of(conversion.add(features[l], roi_layout_of(features[l]), reads * here / num_rois));
   }
   const MapView out = view_of(output);
   const auto forward = PYDET_SELECT_ISA(RoiAlignForwardFn, roi_align_forward);
   // One RoI's block of the output is contiguous in both layouts; all-zero bits are 0.0 in every float type.
   const size_t block_bytes = static_cast<size_t>(channels * pooled_height * pooled_width) * output.element_size();
   char* output_bytes = static_cast<char*>(output.mutable_data_ptr());
-  // RoIs by level, image and place on their map: consecutive RoIs of a thread read overlapping pixels.
-  const std::vector<int64_t> order = AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
+  // RoIs by level, image and place on their map: consecutive RoIs of a thread read overlapping pixels. Then,
+  // keeping that order within each band, by the bands of the conversion their rows wait for.
+  std::vector<int64_t> order, needed(static_cast<size_t>(num_rois));
+  AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
     const scalar_t* data = r.const_data_ptr<scalar_t>();
     const int64_t images = first.size(0);
-    return spatial_order<scalar_t>(
+    order = spatial_order<scalar_t>(
         r, [&](int64_t k) { return static_cast<uint64_t>((levels[k] + 1) * images + static_cast<int64_t>(data[5 * k])); },
         [&](int64_t k) { return levels[k] < 0 ? 1.0 : scales[levels[k]]; });
+    for (int64_t k = 0; k < num_rois; ++k) {
+      const int l = levels[k];
+      if (l < 0) continue;
+      const scalar_t* b = data + 5 * k;
+      const auto g = roi_math::roi_align_geometry<scalar_t>(b[1], b[2], b[3], b[4], static_cast<scalar_t>(scales[l]),
+                                                            static_cast<int>(pooled_height),
+                                                            static_cast<int>(pooled_width),
+                                                            static_cast<int>(sampling_ratio), false);
+      needed[k] = conversion.bands_needed(added[l], static_cast<int64_t>(b[0]),
+                                          last_row_read(g, static_cast<int>(pooled_height), views[l].height));
+    }
   });
-  for_each_unit(num_rois, [&](int64_t i) {
+  conversion.run(num_rois, sort_by_bands(order, needed), [&](int64_t i) {
     const int64_t k = order[i];
     const int l = levels[k];
     if (l < 0 || views[l].height == 0 || views[l].width == 0) {

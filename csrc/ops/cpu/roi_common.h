@@ -47,15 +47,6 @@ inline bool worth_channels_last(double reads_per_channel, const at::Tensor& map)
   return worth_channels_last(reads_per_channel, map.size(0), map.size(2), map.size(3));
 }
 
-// The map in the layout the loops should read: `input` in `format`, or channels_last when the map is NCHW
-// and the RoIs read each pixel often enough (`reads_per_channel`) to repay the conversion.
-inline at::Tensor map_to_read(const at::Tensor& input, at::MemoryFormat format, double reads_per_channel) {
-  if (format == at::MemoryFormat::Contiguous && worth_channels_last(reads_per_channel, input)) {
-    return contiguous_large(input, at::MemoryFormat::ChannelsLast);
-  }
-  return contiguous_large(input, format);
-}
-
 // Row bands per image for a backward pass: enough (image, band) units to give every thread work when there
 // are fewer images than threads. Bands split the cells each unit owns, never a cell's summation order.
 inline int64_t row_bands(int64_t images, int64_t height) {

@@ -7,6 +7,7 @@
 
 #include "common/roi_align_math.h"
 #include "ops/checks.h"
+#include "ops/cpu/banded_conversion.h"
 #include "ops/cpu/roi_common.h"
 #include "ops/roi_checks.h"
 
@@ -54,15 +55,24 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
   const double reads = AT_DISPATCH_FLOATING_TYPES(compute, "roi_pool_reads", [&] {
     return roi_pool_reads<scalar_t>(r, spatial_scale);
   });
-  const at::Tensor map = map_to_read(input, format, reads);
+  // NCHW maps worth converting are converted in bands while pooling runs (banded_conversion.h).
+  BandedConversion conversion;
+  const MapView in = view_of(conversion.add(input, format, reads)), out = view_of(output);
   const RoiAlignParams p = pool_params(r, spatial_scale, pooled_height, pooled_width, input.scalar_type());
-  const MapView in = view_of(map), out = view_of(output);
   int32_t* argmax_data = argmax.mutable_data_ptr<int32_t>();
-  const std::vector<int64_t> order = AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
-    return spatial_order<scalar_t>(r, spatial_scale);
+  // RoIs by image and place on the map, then by the bands of the conversion their rows wait for.
+  std::vector<int64_t> order, needed(static_cast<size_t>(num_rois));
+  AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
+    order = spatial_order<scalar_t>(r, spatial_scale);
+    const scalar_t* data = r.const_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < num_rois; ++k) {
+      const scalar_t* b = data + 5 * k;
+      const auto g = roi_math::roi_pool_geometry<scalar_t>(b[1], b[2], b[3], b[4], static_cast<scalar_t>(spatial_scale));
+      needed[k] = conversion.bands_needed(0, static_cast<int64_t>(b[0]), last_row_pooled(g, in.height));
+    }
   });
   const auto forward = PYDET_SELECT_ISA(RoiPoolForwardFn, roi_pool_forward);
-  for_each_unit(num_rois, [&](int64_t i) {
+  conversion.run(num_rois, sort_by_bands(order, needed), [&](int64_t i) {
     forward(p, in, out, argmax_data, order[i], order[i] + 1, 0, channels);
   });
   return {output, argmax};
