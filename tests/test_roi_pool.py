@@ -283,6 +283,21 @@ def test_opcheck(isa):
 
 
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [8, 64, 100, 257])
+def test_channel_blocks_match_torchvision(isa, channels, dtype, fmt):
+    # Float maps with unit channel stride keep a block of channels' maxima in registers (8 to 64 channels, by
+    # ISA level and dtype) and the channels left over in memory: both parts, output and argmax, bitwise.
+    x = _map(seed=20, dtype=dtype, shape=(N, channels, H, W))
+    x[:, :, 2:5, 3:6] = x[:, :, 2:3, 3:4]  # ties: the first maximum wins
+    x[0, ::3, 1, 1] = float("nan")  # NaN never wins
+    rois = awkward_rois(N, H, W, 0.5, seed=21, dtype=dtype)
+    out, argmax = RAW.roi_pool(x.contiguous(memory_format=fmt), rois, 0.5, 3, 4)
+    expected, expected_argmax = TV.roi_pool(x, rois, 0.5, 3, 4)
+    assert torch.equal(out, expected) and torch.equal(argmax, expected_argmax)
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_every_dtype_and_format(isa, dtype, fmt):
     x = _map(seed=13, dtype=dtype)

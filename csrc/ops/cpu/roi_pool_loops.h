@@ -7,6 +7,59 @@ namespace cpu {
 namespace PYDET_ISA_NAMESPACE {
 namespace {
 
+// Signed integers of T's width: argmax lanes that line up with T's comparison masks.
+template <typename T>
+struct SameWidthIndex;
+template <>
+struct SameWidthIndex<float> {
+  using type = int32_t;
+  typedef int32_t vector __attribute__((vector_size(64)));
+};
+template <>
+struct SameWidthIndex<double> {
+  using type = int64_t;
+  typedef int64_t vector __attribute__((vector_size(64)));
+};
+
+// best[c] / best_at[c] = the maximum of channel c over the pixels [h0, h1) x [w0, w1) of a channels_last
+// map of the arithmetic type and its plane index, for the channels [0, done) (returns done). Each block of
+// channels keeps its maxima in registers over all pixels, visited in the scalar loop's order with the same
+// comparison (the first maximum wins, NaN never replaces), so the results are identical to it.
+template <typename T>
+int64_t max_in_registers(const T* base, int64_t stride_h, int64_t stride_w, int h0, int h1, int w0, int w1, int width,
+                         T start, int64_t nc, T* best, int32_t* best_at) {
+  using Index = typename SameWidthIndex<T>::type;
+  using IndexVec = typename SameWidthIndex<T>::vector;
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  int64_t c = 0;
+  for (; c + kRegisterBlock<T> <= nc; c += kRegisterBlock<T>) {
+    Vec64<T> m[kAccumulators];
+    IndexVec at[kAccumulators];
+    for (int u = 0; u < kAccumulators; ++u) {
+      m[u] = Vec64<T>{} + start;
+      at[u] = IndexVec{} - 1;
+    }
+    for (int h = h0; h < h1; ++h) {
+      for (int w = w0; w < w1; ++w) {
+        const T* v = base + h * stride_h + w * stride_w + c;
+        const Index here = static_cast<Index>(h) * width + w;
+        for (int u = 0; u < kAccumulators; ++u) {
+          Vec64<T> x;
+          __builtin_memcpy(&x, v + u * kLanes, sizeof(x));
+          const IndexVec greater = x > m[u];
+          m[u] = greater ? x : m[u];
+          at[u] = greater ? IndexVec{} + here : at[u];
+        }
+      }
+    }
+    for (int u = 0; u < kAccumulators; ++u) {
+      __builtin_memcpy(best + c + u * kLanes, &m[u], sizeof(m[u]));
+      for (int64_t j = 0; j < kLanes; ++j) best_at[c + u * kLanes + j] = static_cast<int32_t>(at[u][j]);
+    }
+  }
+  return c;
+}
+
 template <typename E, bool kUnitChannelStride>
 void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const MapView& out, int32_t* argmax,
                            int64_t roi_begin, int64_t roi_end, int64_t c_begin, int64_t c_end) {
@@ -25,6 +78,7 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
   const int64_t bins = int64_t(p.pooled_h) * p.pooled_w;
   std::vector<E> stage_store(staged ? static_cast<size_t>(bins * nc) : 0);
   std::vector<int32_t> stage_arg(staged ? static_cast<size_t>(bins * nc) : 0);
+  const bool in_registers = kUnitChannelStride && std::is_same<E, T>::value && nc >= kRegisterBlock<T>;
 
   for (int64_t k = roi_begin; k < roi_end; ++k) {
     const T* roi = rois + 5 * k;
@@ -40,16 +94,22 @@ void roi_pool_forward_impl(const RoiAlignParams& p, const MapView& in, const Map
         const bool empty = !g.valid || h1 <= h0 || w1 <= w0;
         // torchvision starts from -FLT_MAX (also for float64) and keeps the first maximum.
         const T start = empty ? T(0) : static_cast<T>(-3.40282346638528859812e+38);
-        for (int64_t c = 0; c < nc; ++c) {
+        // Float and double channels_last maps: blocks of channels in registers, the rest in memory.
+        const int64_t c_done =
+            in_registers && !empty
+                ? max_in_registers<T>(reinterpret_cast<const T*>(base), in.stride_h, in.stride_w, h0, h1, w0, w1,
+                                      width, start, nc, best, best_at)
+                : 0;
+        for (int64_t c = c_done; c < nc; ++c) {
           best[c] = start;
           best_at[c] = -1;
         }
-        if (!empty) {
+        if (!empty && c_done < nc) {
           for (int h = h0; h < h1; ++h) {
             for (int w = w0; w < w1; ++w) {
               const E* PYDET_RESTRICT v = base + h * in.stride_h + w * in.stride_w;
               const int32_t at = h * width + w;
-              for (int64_t c = 0; c < nc; ++c) {
+              for (int64_t c = c_done; c < nc; ++c) {
                 const T x = Element<E>::load(v[c * sc]);
                 const bool greater = x > best[c];
                 best[c] = greater ? x : best[c];
