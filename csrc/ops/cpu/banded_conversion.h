@@ -149,5 +149,22 @@ inline std::vector<int64_t> sort_by_bands(std::vector<int64_t>& order, const std
   return sorted;
 }
 
+// The pooling order of the RoIs of one map, the first added to `conversion`: by image and place on the map
+// (spatial_order), then by the bands of the conversion their rows wait for. Fills `order` and returns, in
+// that order, the bands each RoI waits for (as run() takes them). `last_row(roi)` is the last map row the
+// RoI whose 5 values start at `roi` reads, or -1.
+template <typename T, typename LastRow>
+std::vector<int64_t> single_map_order(const at::Tensor& rois, double spatial_scale,
+                                      const BandedConversion& conversion, const LastRow& last_row,
+                                      std::vector<int64_t>& order) {
+  order = spatial_order<T>(rois, spatial_scale);
+  const T* data = rois.const_data_ptr<T>();
+  std::vector<int64_t> needed(static_cast<size_t>(rois.size(0)));
+  for (int64_t k = 0; k < rois.size(0); ++k) {
+    needed[k] = conversion.bands_needed(0, static_cast<int64_t>(data[5 * k]), last_row(data + 5 * k));
+  }
+  return sort_by_bands(order, needed);
+}
+
 }  // namespace cpu
 }  // namespace pydet_ops

@@ -126,8 +126,8 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
   std::vector<E> stage_store(staged ? static_cast<size_t>(bins * nc) : 0);
 
   std::vector<AxisSamples<T>> rows, cols;
-  // Channels_last maps of the arithmetic type with a register block of channels or more: each bin's points
-  // listed, then summed in registers.
+  // Channels_last maps of the arithmetic type with a register block of channels or more are summed in
+  // registers (sum_points_in_registers).
   const bool in_registers = kUnitChannelStride && std::is_same<E, T>::value && nc >= kRegisterBlock<T>;
   std::vector<PointTaps<T>> points;
 
@@ -141,28 +141,9 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
     const E* base = input + b * in.stride_n + c_begin * in.stride_c;
     for (int ph = 0; ph < p.pooled_h; ++ph) {
       for (int pw = 0; pw < p.pooled_w; ++pw) {
-        int64_t c_done = 0;
-        if (in_registers) {
-          points.clear();
-          for (int iy = 0; iy < g.grid_h; ++iy) {
-            const AxisSamples<T>& ty = rows[int64_t(ph) * g.grid_h + iy];
-            if (!ty.inside) continue;
-            for (int ix = 0; ix < g.grid_w; ++ix) {
-              const AxisSamples<T>& tx = cols[int64_t(pw) * g.grid_w + ix];
-              if (!tx.inside) continue;
-              roi_math::BilinearTaps<T> t;
-              roi_math::combine_taps(ty.tap, tx.tap, t);
-              points.push_back(PointTaps<T>{t.w1, t.w2, t.w3, t.w4, ty.low_offset + tx.low_offset,
-                                            ty.low_offset + tx.high_offset, ty.high_offset + tx.low_offset,
-                                            ty.high_offset + tx.high_offset});
-            }
-          }
-          c_done = sum_points_in_registers<T>(points.data(), static_cast<int64_t>(points.size()),
-                                              reinterpret_cast<const T*>(base), nc, acc);
-        }
-        // The remaining channels (all of them for other maps), summed in `acc`.
-        for (int64_t c = c_done; c < nc; ++c) acc[c] = T(0);
-        for (int iy = 0; iy < g.grid_h && c_done < nc; ++iy) {
+        // The bin's sampling points inside the map, in torchvision's order.
+        points.clear();
+        for (int iy = 0; iy < g.grid_h; ++iy) {
           const AxisSamples<T>& ty = rows[int64_t(ph) * g.grid_h + iy];
           if (!ty.inside) continue;
           for (int ix = 0; ix < g.grid_w; ++ix) {
@@ -170,10 +151,23 @@ void roi_align_forward_impl(const RoiAlignParams& p, const MapView& in, const Ma
             if (!tx.inside) continue;
             roi_math::BilinearTaps<T> t;
             roi_math::combine_taps(ty.tap, tx.tap, t);
-            const E* PYDET_RESTRICT v1 = base + ty.low_offset + tx.low_offset;
-            const E* PYDET_RESTRICT v2 = base + ty.low_offset + tx.high_offset;
-            const E* PYDET_RESTRICT v3 = base + ty.high_offset + tx.low_offset;
-            const E* PYDET_RESTRICT v4 = base + ty.high_offset + tx.high_offset;
+            points.push_back(PointTaps<T>{t.w1, t.w2, t.w3, t.w4, ty.low_offset + tx.low_offset,
+                                          ty.low_offset + tx.high_offset, ty.high_offset + tx.low_offset,
+                                          ty.high_offset + tx.high_offset});
+          }
+        }
+        const int64_t c_done =
+            in_registers ? sum_points_in_registers<T>(points.data(), static_cast<int64_t>(points.size()),
+                                                      reinterpret_cast<const T*>(base), nc, acc)
+                         : 0;
+        // The remaining channels (all of them for other maps), summed in `acc`.
+        for (int64_t c = c_done; c < nc; ++c) acc[c] = T(0);
+        if (c_done < nc) {
+          for (const PointTaps<T>& t : points) {
+            const E* PYDET_RESTRICT v1 = base + t.o1;
+            const E* PYDET_RESTRICT v2 = base + t.o2;
+            const E* PYDET_RESTRICT v3 = base + t.o3;
+            const E* PYDET_RESTRICT v4 = base + t.o4;
             for (int64_t c = c_done; c < nc; ++c) {
               acc[c] += t.w1 * Element<E>::load(v1[c * sc]) + t.w2 * Element<E>::load(v2[c * sc]) +
                         t.w3 * Element<E>::load(v3[c * sc]) + t.w4 * Element<E>::load(v4[c * sc]);

@@ -60,19 +60,15 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input,
   const MapView in = view_of(conversion.add(input, format, reads)), out = view_of(output);
   const RoiAlignParams p = pool_params(r, spatial_scale, pooled_height, pooled_width, input.scalar_type());
   int32_t* argmax_data = argmax.mutable_data_ptr<int32_t>();
-  // RoIs by image and place on the map, then by the bands of the conversion their rows wait for.
-  std::vector<int64_t> order, needed(static_cast<size_t>(num_rois));
-  AT_DISPATCH_FLOATING_TYPES(compute, "spatial_order", [&] {
-    order = spatial_order<scalar_t>(r, spatial_scale);
-    const scalar_t* data = r.const_data_ptr<scalar_t>();
-    for (int64_t k = 0; k < num_rois; ++k) {
-      const scalar_t* b = data + 5 * k;
+  std::vector<int64_t> order;
+  const std::vector<int64_t> needed = AT_DISPATCH_FLOATING_TYPES(compute, "single_map_order", [&] {
+    return single_map_order<scalar_t>(r, spatial_scale, conversion, [&](const scalar_t* b) {
       const auto g = roi_math::roi_pool_geometry<scalar_t>(b[1], b[2], b[3], b[4], static_cast<scalar_t>(spatial_scale));
-      needed[k] = conversion.bands_needed(0, static_cast<int64_t>(b[0]), last_row_pooled(g, in.height));
-    }
+      return last_row_pooled(g, in.height);
+    }, order);
   });
   const auto forward = PYDET_SELECT_ISA(RoiPoolForwardFn, roi_pool_forward);
-  conversion.run(num_rois, sort_by_bands(order, needed), [&](int64_t i) {
+  conversion.run(num_rois, needed, [&](int64_t i) {
     forward(p, in, out, argmax_data, order[i], order[i] + 1, 0, channels);
   });
   return {output, argmax};
