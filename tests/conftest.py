@@ -142,6 +142,16 @@ def distinct_scores(n, seed=0, dtype=torch.float32):
     return ((perm + 1) / (n + 1)).to(dtype)
 
 
+
+def nms_opcheck_samples():
+    """(boxes, scores, iou_threshold) for opcheck of nms: float32 and float64 clusters, and no boxes."""
+    return [
+        (clustered_boxes(40, 4, seed=1), distinct_scores(40, seed=2), 0.5),
+        (clustered_boxes(300, 6, seed=3, dtype=torch.float64), distinct_scores(300, seed=4, dtype=torch.float64), 0.3),
+        (torch.empty(0, 4), torch.empty(0), 0.5),
+    ]
+
+
 def tied_scores(n, seed=0, levels=4, dtype=torch.float32):
     """Scores drawn from ``levels`` distinct values: many exact ties."""
     g = _gen(seed)

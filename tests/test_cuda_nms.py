@@ -7,7 +7,15 @@ import torch
 import torchvision.ops as tvo
 
 import pydet_ops as ops
-from conftest import CRAFTED_NAMES, clustered_boxes, crafted_box_sets, distinct_scores, tied_scores, uniform_boxes
+from conftest import (
+    CRAFTED_NAMES,
+    clustered_boxes,
+    crafted_box_sets,
+    distinct_scores,
+    nms_opcheck_samples,
+    tied_scores,
+    uniform_boxes,
+)
 from cuda_helpers import (
     DEVICE,
     FLOAT_DTYPES,
@@ -301,12 +309,7 @@ def test_nms_non_contiguous_inputs_match_cpu():
 
 @needs("nms", "batched_nms")
 def test_nms_opcheck_on_cuda():
-    samples = [
-        (clustered_boxes(40, 4, seed=1), distinct_scores(40, seed=2), 0.5),
-        (clustered_boxes(300, 6, seed=3, dtype=torch.float64), distinct_scores(300, seed=4, dtype=torch.float64), 0.3),
-        (torch.empty(0, 4), torch.empty(0), 0.5),
-    ]
-    for args in samples:
+    for args in nms_opcheck_samples():
         torch.library.opcheck(RAW.nms.default, dev(args))
         idxs = torch.randint(0, 3, (args[0].shape[0],), generator=_gen(5))
         torch.library.opcheck(RAW.batched_nms.default, dev((args[0], args[1], idxs, args[2])))

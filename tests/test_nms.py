@@ -18,6 +18,7 @@ from conftest import (
     crafted_box_sets,
     distinct_scores,
     isa_level,
+    nms_opcheck_samples,
     tied_scores,
     uniform_boxes,
 )
@@ -681,12 +682,7 @@ def test_nms_400k_boxes():
 def test_opcheck_nms():
     # The output size depends on the data; the registered fake allocates it with new_dynamic_size, which
     # every opcheck sub-test (schema, autograd registration, fake tensor, aot dispatch) supports.
-    samples = [
-        (clustered_boxes(40, 4, seed=1), distinct_scores(40, seed=2), 0.5),
-        (clustered_boxes(300, 6, seed=3, dtype=torch.float64), distinct_scores(300, seed=4, dtype=torch.float64), 0.3),
-        (torch.empty(0, 4), torch.empty(0), 0.5),
-    ]
-    for args in samples:
+    for args in nms_opcheck_samples():
         torch.library.opcheck(torch.ops.pydet_ops.nms.default, args)
 
 

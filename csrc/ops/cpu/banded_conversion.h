@@ -121,8 +121,9 @@ class BandedConversion {
   int64_t bands_ = 0;
 };
 
-// The last row of the map a RoI's bilinear samples read (their lower taps' rows, plus one row of margin for
-// rounding), or -1 when it reads none (no sampling point, or all above the map).
+// At least the last row of the map a RoI's bilinear samples read: the upper tap of its lowest sampling
+// point is at most floor(y) + 1, and one more row covers rounding between sample rows. -1 when it reads
+// none (no sampling point, or all above the map).
 template <typename T>
 int64_t last_row_read(const roi_math::RoiAlignGeometry<T>& g, int pooled_h, int64_t height) {
   if (g.grid_h <= 0 || height <= 0) return -1;
